@@ -1,0 +1,80 @@
+"""The flow's own check of a decision: signature, record, and every four-eyes rule again.
+
+Nothing here trusts the run input: a resume from the Prefect UI or API with
+made-up input fails these checks and the run waits again.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from approvals.requests import decisions_on
+from approvals.rules import REFUSAL_TEXT, DecisionClaim, Refusal, Verdict, refusals, verdict
+from approvals.tokens import SignedDecision
+from offboarding import audit
+from offboarding.models import ApprovalDecision, Case, RevocationPlanRecord
+from offboarding.services import Services
+
+
+def _manager_ids(services: Services) -> list[str]:
+    return [person.employee_id for person in services.people.managers()]
+
+
+def check_run_input(
+    services: Services, case: Case, record: RevocationPlanRecord, received: SignedDecision
+) -> list[str]:
+    """Everything wrong with a decision handed to the run; empty means it is genuine and allowed."""
+    if not services.decisions.is_genuine(received):
+        return [REFUSAL_TEXT[Refusal.BAD_SIGNATURE]]
+    with Session(services.engine) as session:
+        stored = session.get(ApprovalDecision, received.decision_id)
+    if (
+        stored is None
+        or stored.case_id != case.id
+        or stored.case_id != received.case_id
+        or stored.plan_hash != received.plan_hash
+        or stored.approver_id != received.approver_id
+        or stored.decision.value != received.decision
+    ):
+        return [REFUSAL_TEXT[Refusal.UNKNOWN_DECISION]]
+    broken = refusals(
+        DecisionClaim(
+            approver_id=stored.approver_id,
+            requester_id=case.requested_by,
+            leaver_id=case.employee_id,
+            plan_hash=stored.plan_hash,
+        ),
+        managers=_manager_ids(services),
+        current_plan_hash=record.plan_hash,
+    )
+    return [REFUSAL_TEXT[r] for r in broken]
+
+
+def valid_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
+    """The verdict from recorded decisions that still pass every rule right now."""
+    managers = _manager_ids(services)
+    valid: list[tuple[str, str]] = []
+    for stored in decisions_on(services.engine, case.id, record.plan_hash):
+        broken = refusals(
+            DecisionClaim(
+                approver_id=stored.approver_id,
+                requester_id=case.requested_by,
+                leaver_id=case.employee_id,
+                plan_hash=stored.plan_hash,
+            ),
+            managers=managers,
+            current_plan_hash=record.plan_hash,
+        )
+        if broken:
+            audit.record(
+                services.engine,
+                action="decision.refused",
+                actor="service",
+                outcome="refused",
+                case_id=case.id,
+                details={"decision_id": stored.id, "refusals": [r.value for r in broken]},
+                once_key=f"stored-decision:{stored.id}",
+            )
+            continue
+        valid.append((stored.approver_id, stored.decision.value))
+    return verdict(services.policy, valid)

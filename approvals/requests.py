@@ -1,0 +1,173 @@
+"""Asking for a decision: one personal link per eligible second manager, by email."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from approvals.rules import FourEyesPolicy, Verdict, eligible_approvers, verdict
+from approvals.tokens import LinkClaims
+from connectors.base import Person
+from offboarding import audit
+from offboarding.mail import OutgoingEmail
+from offboarding.models import ApprovalDecision, ApprovalRequest, Case, RevocationPlanRecord, utcnow
+from offboarding.plan import RevocationPlan
+from offboarding.rendering import pick_language, render_email
+from offboarding.services import Services
+
+log = structlog.get_logger(__name__)
+
+
+class NoEligibleApprover(Exception):
+    """Nobody may act as second manager for this case; a person must fix the managers list."""
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    approver: Person
+    url: str
+
+
+def approval_url(services: Services, token: str) -> str:
+    return f"{services.settings.base_url}/approvals/{token}"
+
+
+def request_approvals(
+    services: Services, case: Case, record: RevocationPlanRecord
+) -> list[IssuedLink]:
+    """Create (once) a request per eligible manager for this plan and email each their link.
+
+    Idempotent: a re-run reuses the requests and only mails those not yet mailed.
+    """
+    engine = services.engine
+    with Session(engine, expire_on_commit=False) as session:
+        existing = {
+            r.approver_id: r
+            for r in session.exec(
+                select(ApprovalRequest).where(ApprovalRequest.plan_id == record.id)
+            ).all()
+        }
+    approvers = eligible_approvers(
+        services.people.managers(), requester_id=case.requested_by, leaver_id=case.employee_id
+    )
+    if not approvers:
+        raise NoEligibleApprover(
+            "no eligible second manager: every manager is the requester or the leaver; "
+            "add a manager to the managers group or list"
+        )
+    plan = RevocationPlan.from_canonical(record.canonical)
+    requester = services.people.find_person(case.requested_by)
+    ttl = timedelta(hours=services.settings.approval_ttl_hours)
+    issued: list[IssuedLink] = []
+    for approver in approvers:
+        language = pick_language(approver.language, services.settings.default_language)
+        request = existing.get(approver.employee_id)
+        if request is not None and request.notified_at is not None:
+            continue
+        request = request or ApprovalRequest(
+            case_id=case.id,
+            plan_id=record.id,
+            plan_hash=record.plan_hash,
+            approver_id=approver.employee_id,
+            approver_email=approver.email,
+            language=language,
+            expires_at=utcnow() + ttl,
+        )
+        with Session(engine, expire_on_commit=False) as session:
+            session.add(request)
+            session.commit()
+        token = services.links.issue(
+            LinkClaims(
+                request_id=request.id,
+                case_id=case.id,
+                approver_id=approver.employee_id,
+                plan_hash=record.plan_hash,
+            )
+        )
+        url = approval_url(services, token)
+        rendered = render_email(
+            services.templates,
+            "approval_request",
+            language,
+            {
+                "approver": {"display_name": approver.display_name},
+                "leaver": {
+                    "employee_id": case.employee_id,
+                    "display_name": case.display_name,
+                    "email": case.employee_email,
+                },
+                "requester": {
+                    "employee_id": case.requested_by,
+                    "display_name": requester.display_name if requester else case.requested_by,
+                },
+                "case_id": case.id,
+                "last_working_day": case.last_working_day.isoformat(),
+                "urgent": case.urgent,
+                "plan": [
+                    {
+                        "connector": s.grant.connector,
+                        "kind": s.grant.kind.value,
+                        "label": s.grant.label,
+                        "target": s.grant.target,
+                    }
+                    for s in plan.steps
+                ],
+                "plan_hash": record.plan_hash,
+                "link": url,
+                "expires_at": request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            },
+        )
+        message_id = services.mailer.send(
+            OutgoingEmail(
+                to=[approver.email],
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+            )
+        )
+        audit.record(
+            engine,
+            action="email.approval_request",
+            actor="service",
+            case_id=case.id,
+            details={
+                "to": approver.email,
+                "approver_id": approver.employee_id,
+                "request_id": request.id,
+                "plan_hash": record.plan_hash,
+                "message_id": message_id,
+                "language": language,
+            },
+        )
+        with Session(engine) as session:
+            request.notified_at = utcnow()
+            session.add(request)
+            session.commit()
+        issued.append(IssuedLink(approver=approver, url=url))
+    return issued
+
+
+def decided(engine: Engine, case_id: str, plan_hash: str, policy: FourEyesPolicy) -> Verdict:
+    """The verdict of the decisions recorded so far on one plan."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(ApprovalDecision).where(
+                ApprovalDecision.case_id == case_id, ApprovalDecision.plan_hash == plan_hash
+            )
+        ).all()
+    return verdict(policy, [(row.approver_id, row.decision.value) for row in rows])
+
+
+def decisions_on(engine: Engine, case_id: str, plan_hash: str) -> list[ApprovalDecision]:
+    with Session(engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(
+                select(ApprovalDecision).where(
+                    ApprovalDecision.case_id == case_id, ApprovalDecision.plan_hash == plan_hash
+                )
+            ).all()
+        )

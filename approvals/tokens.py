@@ -1,0 +1,119 @@
+"""Signed values: emailed approval links, CSRF tokens, and the decision handed to the flow.
+
+All signing goes through itsdangerous (HMAC-SHA256); nothing hand-rolled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
+from pydantic import BaseModel
+
+from offboarding.audit import canonical_json
+
+
+class LinkInvalid(Exception):
+    """The token was not issued by this service or was altered."""
+
+
+class LinkExpired(Exception):
+    """The token is genuine but older than its lifetime."""
+
+
+@dataclass(frozen=True)
+class LinkClaims:
+    request_id: str
+    case_id: str
+    approver_id: str
+    plan_hash: str
+
+
+class LinkSigner:
+    """Issues and reads the approval-link token bound to case, approver and plan hash."""
+
+    def __init__(self, key: str, *, ttl: timedelta) -> None:
+        self._links = URLSafeTimedSerializer(
+            key, salt="approval-link", signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self._csrf = URLSafeTimedSerializer(
+            key, salt="approval-csrf", signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self.ttl = ttl
+
+    def issue(self, claims: LinkClaims) -> str:
+        return self._links.dumps(
+            {
+                "r": claims.request_id,
+                "c": claims.case_id,
+                "a": claims.approver_id,
+                "h": claims.plan_hash,
+            }
+        )
+
+    def read(self, token: str) -> LinkClaims:
+        try:
+            data = self._links.loads(token, max_age=int(self.ttl.total_seconds()))
+        except SignatureExpired as exc:
+            raise LinkExpired("this approval link has expired") from exc
+        except BadSignature as exc:
+            raise LinkInvalid("this approval link is not valid") from exc
+        try:
+            return LinkClaims(
+                request_id=data["r"], case_id=data["c"], approver_id=data["a"], plan_hash=data["h"]
+            )
+        except (KeyError, TypeError) as exc:
+            raise LinkInvalid("this approval link is not valid") from exc
+
+    def new_csrf(self, request_id: str) -> tuple[str, str]:
+        """(cookie nonce, form token): the POST must bring both, matching."""
+        nonce = secrets.token_urlsafe(24)
+        return nonce, self._csrf.dumps({"r": request_id, "n": nonce})
+
+    def check_csrf(self, form_token: str, cookie_nonce: str | None, request_id: str) -> bool:
+        if not form_token or not cookie_nonce:
+            return False
+        try:
+            data = self._csrf.loads(form_token, max_age=int(self.ttl.total_seconds()))
+        except BadSignature:
+            return False
+        return (
+            isinstance(data, dict)
+            and data.get("r") == request_id
+            and secrets.compare_digest(str(data.get("n", "")), cookie_nonce)
+        )
+
+
+class SignedDecision(BaseModel):
+    """What the approval pages hand to the waiting flow run (its run input)."""
+
+    decision_id: str
+    case_id: str
+    plan_hash: str
+    approver_id: str
+    decision: str
+    signature: str = ""
+
+    def message(self) -> bytes:
+        return canonical_json(
+            [self.decision_id, self.case_id, self.plan_hash, self.approver_id, self.decision]
+        ).encode()
+
+
+class DecisionSigner:
+    """Signs decisions in the web app; the flow verifies them before acting."""
+
+    def __init__(self, key: str) -> None:
+        self._signer = Signer(key, salt="approval-decision", digest_method=hashlib.sha256)
+
+    def sign(self, decision: SignedDecision) -> SignedDecision:
+        signature = self._signer.get_signature(decision.message()).decode()
+        return decision.model_copy(update={"signature": signature})
+
+    def is_genuine(self, decision: SignedDecision) -> bool:
+        if not decision.signature:
+            return False
+        return self._signer.verify_signature(decision.message(), decision.signature.encode())

@@ -1,0 +1,317 @@
+"""The approval pages. A GET only shows; a POST with a CSRF token decides.
+
+Mail link scanners fetch links, so nothing on GET changes a case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Cookie, Form, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from approvals.requests import decided
+from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
+from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
+from offboarding import audit
+from offboarding.cases import latest_plan
+from offboarding.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Case,
+    CaseStatus,
+    Decision,
+    utcnow,
+)
+from offboarding.plan import RevocationPlan
+from offboarding.rendering import pick_language, render_page
+from offboarding.runs import RunGateway
+from offboarding.services import Services
+
+log = structlog.get_logger(__name__)
+CSRF_COOKIE = "offboarding_csrf"
+
+
+class PageError(Exception):
+    def __init__(self, reason_key: str, status: int, detail: str = "") -> None:
+        super().__init__(reason_key)
+        self.reason_key = reason_key
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class Opened:
+    claims: LinkClaims
+    request: ApprovalRequest
+    case: Case
+    plan: RevocationPlan
+
+
+def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
+    router = APIRouter(prefix="/approvals", tags=["approval pages"], include_in_schema=False)
+    engine = services.engine
+
+    def language(request: Request, stored: str | None) -> str:
+        return pick_language(
+            request.query_params.get("lang") or stored, services.settings.default_language
+        )
+
+    def page(
+        request: Request, name: str, lang: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        other = "en" if lang == "nl" else "nl"
+        context.setdefault("switch_url", str(request.url.include_query_params(lang=other)))
+        html = render_page(services.templates, name, lang, context)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def error_page(request: Request, error: PageError, lang: str) -> HTMLResponse:
+        return page(
+            request,
+            "approval_error",
+            lang,
+            error.status,
+            reason_key=error.reason_key,
+            detail=error.detail,
+        )
+
+    def open_link(token: str) -> Opened:
+        try:
+            claims = services.links.read(token)
+        except LinkExpired as exc:
+            raise PageError("expired", 410) from exc
+        except LinkInvalid as exc:
+            raise PageError("invalid", 400) from exc
+        with Session(engine, expire_on_commit=False) as session:
+            req = session.get(ApprovalRequest, claims.request_id)
+            case = session.get(Case, claims.case_id)
+        if (
+            req is None
+            or case is None
+            or req.case_id != claims.case_id
+            or req.approver_id != claims.approver_id
+            or req.plan_hash != claims.plan_hash
+        ):
+            raise PageError("invalid", 400)
+        if req.used_at is not None:
+            raise PageError("already_used", 409)
+        if utcnow() > req.expires_at:
+            raise PageError("expired", 410)
+        if case.status != CaseStatus.AWAITING_APPROVAL:
+            raise PageError("already_decided", 409)
+        current = latest_plan(engine, case.id)
+        if current is None or current.plan_hash != claims.plan_hash:
+            raise PageError("plan_changed", 409)
+        if decided(engine, case.id, claims.plan_hash, services.policy) != Verdict.PENDING:
+            raise PageError("already_decided", 409)
+        return Opened(claims, req, case, RevocationPlan.from_canonical(current.canonical))
+
+    def view_context(opened: Opened) -> dict[str, Any]:
+        case, people = opened.case, services.people
+        requester = people.find_person(case.requested_by)
+        approver = people.find_person(opened.request.approver_id)
+        return {
+            "leaver": {
+                "employee_id": case.employee_id,
+                "display_name": case.display_name,
+                "email": case.employee_email,
+            },
+            "requester": {
+                "employee_id": case.requested_by,
+                "display_name": requester.display_name if requester else case.requested_by,
+            },
+            "approver": {
+                "employee_id": opened.request.approver_id,
+                "display_name": approver.display_name if approver else opened.request.approver_id,
+            },
+            "case_id": case.id,
+            "last_working_day": case.last_working_day.isoformat(),
+            "urgent": case.urgent,
+            "plan": plan_rows(opened.plan),
+            "plan_hash": opened.plan.plan_hash,
+            "expires_at": opened.request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+
+    @router.get("/{token}", response_class=HTMLResponse)
+    async def confirm(request: Request, token: str) -> HTMLResponse:
+        try:
+            opened = await run_in_threadpool(open_link, token)
+        except PageError as error:
+            return error_page(request, error, language(request, None))
+        lang = language(request, opened.request.language)
+        nonce, csrf = services.links.new_csrf(opened.request.id)
+        context = await run_in_threadpool(view_context, opened)
+        audit.record(
+            engine,
+            action="approval.viewed",
+            actor=f"employee:{opened.request.approver_id}",
+            case_id=opened.case.id,
+            details={"request_id": opened.request.id, "plan_hash": opened.claims.plan_hash},
+        )
+        response = page(
+            request,
+            "approval_confirm",
+            lang,
+            action_url=str(request.url.remove_query_params("lang")),
+            csrf_token=csrf,
+            **context,
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            nonce,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/approvals",
+        )
+        return response
+
+    @router.post("/{token}", response_class=HTMLResponse)
+    async def decide(
+        request: Request,
+        token: str,
+        decision: Annotated[str, Form()] = "",
+        reason: Annotated[str, Form(max_length=2000)] = "",
+        csrf_token: Annotated[str, Form()] = "",
+        csrf_cookie: Annotated[str | None, Cookie(alias=CSRF_COOKIE)] = None,
+    ) -> HTMLResponse:
+        lang = language(request, None)
+        try:
+            opened = await run_in_threadpool(open_link, token)
+            lang = language(request, opened.request.language)
+            if not services.links.check_csrf(csrf_token, csrf_cookie, opened.request.id):
+                raise PageError(
+                    "bad_request",
+                    400,
+                    "the form expired or came from elsewhere; open the link again",
+                )
+            if decision not in (Decision.APPROVE, Decision.REJECT):
+                raise PageError("bad_request", 400, "choose approve or reject")
+            reason = reason.strip()
+            if decision == Decision.REJECT and not reason:
+                raise PageError("bad_request", 400, "a reason is required to reject")
+            recorded = await run_in_threadpool(record_decision, opened, Decision(decision), reason)
+        except PageError as error:
+            return error_page(request, error, lang)
+        resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
+        audit.record(
+            engine,
+            action="run.resumed" if resumed else "run.resume_pending",
+            actor="service",
+            outcome="ok" if resumed else "pending",
+            case_id=opened.case.id,
+            details={"decision_id": recorded.decision_id, "flow_run_id": opened.case.flow_run_id},
+        )
+        if not resumed:
+            next_key = "resume_pending"
+        else:
+            next_key = "revoking" if decision == Decision.APPROVE else "rejected"
+        return page(
+            request,
+            "approval_result",
+            lang,
+            decision=decision,
+            leaver={
+                "employee_id": opened.case.employee_id,
+                "display_name": opened.case.display_name,
+                "email": opened.case.employee_email,
+            },
+            case_id=opened.case.id,
+            next_steps_key=next_key,
+        )
+
+    def record_decision(opened: Opened, decision: Decision, reason: str) -> SignedDecision:
+        case, req = opened.case, opened.request
+        actor = f"employee:{req.approver_id}"
+        managers = [p.employee_id for p in services.people.managers()]
+        broken = refusals(
+            DecisionClaim(
+                approver_id=req.approver_id,
+                requester_id=case.requested_by,
+                leaver_id=case.employee_id,
+                plan_hash=opened.claims.plan_hash,
+            ),
+            managers=managers,
+            current_plan_hash=opened.plan.plan_hash,
+        )
+        if broken:
+            texts = [REFUSAL_TEXT[r] for r in broken]
+            audit.record(
+                engine,
+                action="decision.refused",
+                actor=actor,
+                outcome="refused",
+                case_id=case.id,
+                details={
+                    "request_id": req.id,
+                    "refusals": [r.value for r in broken],
+                    "by": "approval page",
+                },
+            )
+            raise PageError("not_allowed", 403, "; ".join(texts))
+        with Session(engine, expire_on_commit=False) as session:
+            claimed = session.execute(
+                update(ApprovalRequest)
+                .where(col(ApprovalRequest.id) == req.id, col(ApprovalRequest.used_at).is_(None))
+                .values(used_at=utcnow())
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()
+                raise PageError("already_used", 409)
+            already = session.exec(
+                select(ApprovalDecision).where(
+                    ApprovalDecision.case_id == case.id,
+                    ApprovalDecision.plan_hash == req.plan_hash,
+                    ApprovalDecision.approver_id == req.approver_id,
+                )
+            ).first()
+            if already is not None:
+                session.rollback()
+                raise PageError("already_used", 409)
+            record = ApprovalDecision(
+                case_id=case.id,
+                request_id=req.id,
+                plan_hash=req.plan_hash,
+                approver_id=req.approver_id,
+                decision=decision,
+                reason=reason,
+            )
+            session.add(record)
+            session.commit()
+        audit.record(
+            engine,
+            action="decision.recorded",
+            actor=actor,
+            outcome=decision.value,
+            case_id=case.id,
+            details={"decision_id": record.id, "plan_hash": req.plan_hash, "reason": reason},
+        )
+        return services.decisions.sign(
+            SignedDecision(
+                decision_id=record.id,
+                case_id=case.id,
+                plan_hash=req.plan_hash,
+                approver_id=req.approver_id,
+                decision=decision.value,
+            )
+        )
+
+    return router
+
+
+def plan_rows(plan: RevocationPlan) -> list[dict[str, str]]:
+    return [
+        {
+            "connector": step.grant.connector,
+            "kind": step.grant.kind.value,
+            "label": step.grant.label,
+            "target": step.grant.target,
+            "phase": step.phase.value,
+        }
+        for step in plan.steps
+    ]

@@ -1,0 +1,218 @@
+"""Offboard one leaver, following the work instruction:
+
+inventory → plan → four-eyes approval → revoke → verify → record.
+
+The run suspends (no process stays alive) until a second manager decides. On
+resume Prefect runs this flow again from the top, so every step below is
+idempotent and reads its state from the database.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import structlog
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run as current_run
+from pydantic import BaseModel
+
+from approvals.decisions import check_run_input, valid_verdict
+from approvals.requests import NoEligibleApprover, request_approvals
+from approvals.rules import Verdict
+from approvals.tokens import SignedDecision
+from approvals.web import plan_rows
+from connectors.base import AccessGrant, Outcome, TransientError
+from offboarding import audit, notify
+from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
+from offboarding.logging import bind_case, configure_logging
+from offboarding.models import TERMINAL_STATUSES, Case, CaseStatus, PlanStatus, RevocationPlanRecord
+from offboarding.plan import unapproved_grants
+from offboarding.revocation import inventory_all, load_plan, revoke_one, store_plan, verify_all
+from offboarding.services import Services, build_services
+from offboarding.settings import get_settings
+
+log = structlog.get_logger(__name__)
+
+
+class OffboardRequest(BaseModel):
+    """The one parameter of the flow: which case to work on."""
+
+    case_id: str
+
+
+class DecisionInput(RunInput, SignedDecision):
+    """What the approval pages resume the run with; checked before anything happens."""
+
+
+def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth a retry
+        return False
+    return False
+
+
+@task(retries=10, retry_delay_seconds=1, cache_policy=NO_CACHE)
+def load_case(services: Services, case_id: str) -> Case:
+    case = get_case(services.engine, case_id)
+    if case is None:  # the intake commits right after creating the run; give it a moment
+        raise LookupError(f"case {case_id} not found")
+    return case
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_transient_only,
+    cache_policy=NO_CACHE,
+)
+def take_inventory(services: Services, case: Case) -> list[AccessGrant]:
+    return inventory_all(services, leaver_of(case))
+
+
+@task(cache_policy=NO_CACHE)
+def plan_for(services: Services, case: Case) -> RevocationPlanRecord:
+    """Reuse the case's open plan, or inventory and store a new one (with its artifact)."""
+    record = latest_plan(services.engine, case.id)
+    if record is not None and record.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
+        return record
+    return new_plan(services, case, take_inventory(services, case))
+
+
+def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
+    record = store_plan(services, case, leaver_of(case), grants)
+    create_table_artifact(
+        key=f"plan-{case.id[:12]}",
+        table=plan_rows(load_plan(record)),
+        description=(
+            f"Revocation plan v{record.version} for {case.employee_id} "
+            f"({case.display_name}); SHA-256 {record.plan_hash}"
+        ),
+    )
+    return record
+
+
+@task(cache_policy=NO_CACHE)
+def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecord) -> None:
+    for link in request_approvals(services, case, record):
+        get_run_logger().info("approval requested from %s", link.approver.employee_id)
+        if services.uses_outbox:
+            # No mail server: the console is how the link reaches people. Written to the
+            # process's stdout only, never to the run logs: the link is a personal credential.
+            sys.stdout.write(f"Approval link for {link.approver.display_name}: {link.url}\n")
+            sys.stdout.flush()
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_transient_only,
+    cache_policy=NO_CACHE,
+)
+def revoke(services: Services, case: Case, plan_id: str, grant: AccessGrant) -> Outcome:
+    return revoke_one(services, case_id=case.id, plan_id=plan_id, grant=grant)
+
+
+def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
+    """Suspend until a valid decision settles the plan; refuse and re-suspend on anything else."""
+    attempt = 0
+    while True:
+        verdict = valid_verdict(services, case, record)
+        if verdict != Verdict.PENDING:
+            return verdict
+        attempt += 1
+        key = f"decision-{record.plan_hash[:16]}-{attempt}"
+        set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
+        received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
+        problems = check_run_input(services, case, record, received)
+        if problems:
+            audit.record(
+                services.engine,
+                action="decision.refused",
+                actor="prefect:resume",
+                outcome="refused",
+                case_id=case.id,
+                details={"key": key, "refusals": problems, "approver_id": received.approver_id},
+                once_key=f"{current_run.id}:{key}",
+            )
+            log.warning("decision refused; waiting again", key=key, refusals=problems)
+
+
+@flow(name="offboard-leaver", log_prints=False, persist_result=False)
+def offboard_leaver(request: OffboardRequest) -> str:
+    configure_logging(attach_handler=False)  # Prefect's handlers print and ship our lines
+    services = build_services(get_settings())
+    bind_case(request.case_id)
+    case = load_case(services, request.case_id)
+    if case.status in TERMINAL_STATUSES:
+        return case.status.value
+    try:
+        record = plan_for(services, case)
+        while True:
+            ask_for_approval(services, case, record)
+            verdict = await_verdict(services, case, record)
+            if verdict == Verdict.REJECTED:
+                set_plan_status(services.engine, record.id, PlanStatus.REJECTED)
+                set_status(
+                    services.engine, case.id, CaseStatus.REJECTED, "rejected by second manager"
+                )
+                notify.rejected(services, case, record)
+                return CaseStatus.REJECTED.value
+            set_plan_status(services.engine, record.id, PlanStatus.APPROVED)
+            current = take_inventory(services, case)
+            extra = unapproved_grants(load_plan(record), current)
+            if not extra:
+                break
+            audit.record(
+                services.engine,
+                action="plan.changed",
+                actor="service",
+                case_id=case.id,
+                details={"unapproved": [g.key for g in extra], "approved_plan": record.plan_hash},
+            )
+            record = new_plan(services, case, current)
+        return revoke_and_verify(services, case, record)
+    except NoEligibleApprover as exc:
+        notify.needs_attention(services, case, str(exc), done=[], not_done=["approval"])
+        raise
+
+
+def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:
+    set_status(services.engine, case.id, CaseStatus.REVOKING)
+    plan = load_plan(record)
+    outcomes: list[Outcome] = []
+    failures: list[str] = []
+    for step in plan.steps:
+        future = revoke.submit(services, case, record.id, step.grant)
+        try:
+            outcomes.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
+            failures.append(f"{step.grant.label}: {type(exc).__name__}: {exc}")
+    report = verify_all(services, case.id, leaver_of(case))
+    create_markdown_artifact(
+        key=f"evidence-{case.id[:12]}",
+        markdown=notify.evidence_markdown(services, case, record, outcomes, report, failures),
+        description=f"Evidence for {case.employee_id} ({case.display_name})",
+    )
+    if failures or not report.clean:
+        problem = "; ".join(failures) or "access remains after revocation"
+        set_status(services.engine, case.id, CaseStatus.NEEDS_ATTENTION, problem)
+        notify.needs_attention(
+            services,
+            case,
+            problem,
+            done=[o.grant.label for o in outcomes],
+            not_done=[*failures, *(g.label for g in report.remaining)],
+        )
+        raise RuntimeError(f"case {case.id} needs attention: {problem}")
+    set_status(services.engine, case.id, CaseStatus.COMPLETED)
+    audit.record(services.engine, action="case.completed", actor="service", case_id=case.id)
+    notify.completed(services, case, record, outcomes, report)
+    return CaseStatus.COMPLETED.value

@@ -1,0 +1,171 @@
+"""The append-only audit log: every event carries the hash of the one before it.
+
+`record()` appends; `verify_chain()` recomputes every hash and names the first
+event that was edited, deleted or reordered. Two writers racing for the same
+position collide on the unique `seq`/`prev_hash` columns; the loser retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from offboarding.models import AuditEvent, as_utc, utcnow
+
+GENESIS = "0" * 64
+log = structlog.get_logger(__name__)
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation that hashes are computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(
+    *,
+    seq: int,
+    at: datetime,
+    case_id: str | None,
+    actor: str,
+    action: str,
+    outcome: str,
+    details: str,
+    prev_hash: str,
+) -> str:
+    body = canonical_json(
+        {
+            "seq": seq,
+            "at": as_utc(at).isoformat(timespec="microseconds"),
+            "case_id": case_id,
+            "actor": actor,
+            "action": action,
+            "outcome": outcome,
+            "details": details,
+            "prev_hash": prev_hash,
+        }
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record(
+    engine: Engine,
+    *,
+    action: str,
+    actor: str,
+    outcome: str = "ok",
+    case_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    once_key: str | None = None,
+) -> AuditEvent | None:
+    """Append one event. With `once_key`, a second record of the same key is skipped (None)."""
+    payload = canonical_json(details or {})
+    for _attempt in range(20):
+        with Session(engine, expire_on_commit=False) as session:
+            if once_key is not None:
+                existing = session.exec(
+                    select(AuditEvent).where(AuditEvent.once_key == once_key)
+                ).first()
+                if existing is not None:
+                    return None
+            head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
+            seq = head.seq + 1 if head else 1
+            prev = head.hash if head else GENESIS
+            at = utcnow()
+            event = AuditEvent(
+                seq=seq,
+                at=at,
+                case_id=case_id,
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                details=payload,
+                once_key=once_key,
+                prev_hash=prev,
+                hash=event_hash(
+                    seq=seq,
+                    at=at,
+                    case_id=case_id,
+                    actor=actor,
+                    action=action,
+                    outcome=outcome,
+                    details=payload,
+                    prev_hash=prev,
+                ),
+            )
+            session.add(event)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                if (
+                    once_key is not None
+                    and session.exec(
+                        select(AuditEvent).where(AuditEvent.once_key == once_key)
+                    ).first()
+                ):
+                    return None
+                continue  # someone else took this position in the chain; go again
+            log.info("audit", action=action, outcome=outcome, actor=actor, seq=seq)
+            return event
+    raise RuntimeError("could not append to the audit log: too much contention")
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    events: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+def verify_chain(engine: Engine) -> ChainReport:
+    """Recompute the chain from the first event; stop at the first inconsistency."""
+    expected_prev = GENESIS
+    expected_seq = 1
+    count = 0
+    with Session(engine) as session:
+        for event in session.exec(select(AuditEvent).order_by(col(AuditEvent.seq))):
+            count += 1
+            if event.seq != expected_seq:
+                return ChainReport(
+                    False,
+                    count,
+                    event.seq,
+                    f"event {expected_seq} is missing (next present is {event.seq})",
+                )
+            if event.prev_hash != expected_prev:
+                return ChainReport(False, count, event.seq, "does not link to the event before it")
+            recomputed = event_hash(
+                seq=event.seq,
+                at=event.at,
+                case_id=event.case_id,
+                actor=event.actor,
+                action=event.action,
+                outcome=event.outcome,
+                details=event.details,
+                prev_hash=event.prev_hash,
+            )
+            if recomputed != event.hash:
+                return ChainReport(False, count, event.seq, "its content was changed")
+            expected_prev = event.hash
+            expected_seq += 1
+    return ChainReport(True, count)
+
+
+def events_for_case(engine: Engine, case_id: str) -> list[AuditEvent]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.case_id == case_id)
+                .order_by(col(AuditEvent.seq))
+            )
+        )

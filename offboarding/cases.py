@@ -1,0 +1,106 @@
+"""Cases: opening one from an HR event, reading it back, moving its status."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from connectors.base import Leaver
+from offboarding.hris import TerminationEvent
+from offboarding.models import (
+    Case,
+    CaseStatus,
+    PlanStatus,
+    RevocationPlanRecord,
+    as_utc,
+    utcnow,
+)
+
+
+class UnknownEmployee(LookupError):
+    """The event names someone the people directory does not know."""
+
+
+def run_name(employee_id: str, email: str) -> str:
+    """`offboard-E1042-jdevries`: readable in the Prefect UI, safe in URLs."""
+    local = email.split("@", 1)[0]
+    ascii_local = unicodedata.normalize("NFKD", local).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_local.lower()).strip("-") or "leaver"
+    return f"offboard-{employee_id}-{slug}"
+
+
+def start_time(
+    *, last_working_day: date, urgent: bool, zone: ZoneInfo, end_of_day: str, now: datetime
+) -> datetime | None:
+    """When the run should start: None = now (urgent, or the last working day is today or
+    past); for a future last working day, the end of that day in the company timezone."""
+    if urgent or last_working_day <= now.astimezone(zone).date():
+        return None
+    hour, minute = (int(part) for part in end_of_day.split(":", 1))
+    return datetime.combine(last_working_day, time(hour, minute), tzinfo=zone)
+
+
+def find_by_event(session: Session, event_id: str) -> Case | None:
+    return session.exec(select(Case).where(Case.event_id == event_id)).first()
+
+
+def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:
+    return Case(
+        event_id=event.id,
+        employee_id=event.employee.id,
+        employee_email=event.employee.email,
+        display_name=event.employee.display_name,
+        manager_id=event.employee.manager_id,
+        requested_by=event.requested_by,
+        last_working_day=event.last_working_day,
+        urgent=event.urgent,
+        occurred_at=as_utc(event.occurred_at),
+        status=CaseStatus.SCHEDULED if scheduled else CaseStatus.RECEIVED,
+    )
+
+
+def leaver_of(case: Case) -> Leaver:
+    return Leaver(
+        employee_id=case.employee_id, email=case.employee_email, display_name=case.display_name
+    )
+
+
+def get_case(engine: Engine, case_id: str) -> Case | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(Case, case_id)
+
+
+def set_status(engine: Engine, case_id: str, status: CaseStatus, detail: str = "") -> None:
+    with Session(engine) as session:
+        case = session.get(Case, case_id)
+        if case is None:
+            raise LookupError(f"no case {case_id}")
+        case.status = status
+        case.status_detail = detail
+        case.updated_at = utcnow()
+        session.add(case)
+        session.commit()
+
+
+def latest_plan(engine: Engine, case_id: str) -> RevocationPlanRecord | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(
+            select(RevocationPlanRecord)
+            .where(RevocationPlanRecord.case_id == case_id)
+            .order_by(col(RevocationPlanRecord.version).desc())
+        ).first()
+
+
+def set_plan_status(engine: Engine, plan_id: str, status: PlanStatus) -> None:
+    with Session(engine) as session:
+        record = session.get(RevocationPlanRecord, plan_id)
+        if record is None:
+            raise LookupError(f"no plan {plan_id}")
+        record.status = status
+        session.add(record)
+        session.commit()

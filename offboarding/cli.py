@@ -1,0 +1,180 @@
+"""`offboarding`: run the service, run the demo, check the audit log."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+import httpx
+import typer
+
+app = typer.Typer(help="Employee offboarding with four-eyes approval.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+hris_app = typer.Typer(help="Act as the HR system (for trying things out).", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(hris_app, name="hris")
+
+HostOption = Annotated[
+    str | None, typer.Option(help="Address for the web app (default 127.0.0.1).")
+]
+PortOption = Annotated[int | None, typer.Option(help="Port for the web app (default 8080).")]
+
+
+def _settings(host: str | None = None, port: int | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from offboarding.settings import Settings
+
+    values = {k: v for k, v in {"host": host, "port": port, **overrides}.items() if v is not None}
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.secho(f"Configuration problem:\n{exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
+def _wait_forever() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        typer.echo("\nStopping ...")
+
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the service: local Prefect server, flow deployments served, web app."""
+    from offboarding.logging import configure_logging
+    from offboarding.service import run_service
+
+    configure_logging()
+    settings = _settings(host, port)
+    if not settings.connectors:
+        typer.secho(
+            f"No connectors configured. Add them to {settings.home / 'config.toml'} "
+            "(see README), or try `offboarding demo`.",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    with run_service(settings) as running:
+        _announce(running)
+        _wait_forever()
+
+
+def _announce(running) -> None:  # type: ignore[no-untyped-def]
+    settings = running.settings
+    typer.secho("Offboarding service is running.", fg=typer.colors.GREEN, bold=True)
+    web = running.web_url
+    typer.echo(f"  Web app (HRIS intake, approvals): {web}   (API docs: {web}/docs)")
+    typer.echo(f"  Prefect UI (management view):    {running.prefect_ui_url}")
+    mail = (
+        f"SMTP {settings.smtp.host}:{settings.smtp.port}"
+        if settings.smtp
+        else f"outbox {settings.outbox_dir.resolve()}"
+    )
+    typer.echo(f"  Email: {mail}")
+    typer.echo("Press Ctrl-C to stop.")
+
+
+@app.command()
+def demo(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the service with a throwaway demo directory and one leaver event already sent."""
+    from offboarding.demo import run_demo
+
+    run_demo(_settings(host, port, env="demo"))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit hash chain; non-zero exit names the first bad event."""
+    from offboarding.audit import verify_chain
+    from offboarding.db import make_engine
+
+    settings = _settings()
+    report = verify_chain(make_engine(settings.resolved_database_url))
+    if report.ok:
+        typer.echo(f"Audit log intact: {report.events} events, hash chain verified.")
+        return
+    typer.secho(
+        f"Audit log BROKEN at event {report.first_bad_seq}: {report.problem}.",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@hris_app.command("send")
+def hris_send(
+    employee_id: Annotated[str, typer.Option("--employee", help="Employee id of the leaver.")],
+    requested_by: Annotated[str, typer.Option(help="Employee id of the initiator (HR).")],
+    email: Annotated[str, typer.Option(help="Leaver's email.")],
+    display_name: Annotated[str, typer.Option(help="Leaver's name.")],
+    last_working_day: Annotated[
+        str | None, typer.Option(help="YYYY-MM-DD (default today).")
+    ] = None,
+    urgent: Annotated[bool, typer.Option(help="Instant dismissal.")] = False,
+    url: Annotated[str | None, typer.Option(help="Web app base URL.")] = None,
+) -> None:
+    """Sign and post an employee.terminated event, as the HR system would."""
+    settings = _settings()
+    response = send_event(
+        base_url=url or settings.base_url,
+        secret=settings.hris_secret.get_secret_value(),
+        event=termination_event(
+            employee_id=employee_id,
+            email=email,
+            display_name=display_name,
+            requested_by=requested_by,
+            last_working_day=date.fromisoformat(last_working_day) if last_working_day else None,
+            urgent=urgent,
+        ),
+    )
+    typer.echo(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+
+
+def termination_event(
+    *,
+    employee_id: str,
+    email: str,
+    display_name: str,
+    requested_by: str,
+    last_working_day: date | None = None,
+    urgent: bool = False,
+    manager_id: str | None = None,
+) -> dict[str, object]:
+    return {
+        "id": f"evt-{uuid.uuid4().hex[:16]}",
+        "type": "employee.terminated",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "employee": {
+            "id": employee_id,
+            "email": email,
+            "display_name": display_name,
+            "manager_id": manager_id or requested_by,
+        },
+        "last_working_day": (last_working_day or date.today()).isoformat(),
+        "urgent": urgent,
+        "requested_by": requested_by,
+    }
+
+
+def send_event(*, base_url: str, secret: str, event: dict[str, object]) -> httpx.Response:
+    from offboarding.hris import SIGNATURE_HEADER, sign
+
+    body = json.dumps(event).encode()
+    return httpx.post(
+        f"{base_url.rstrip('/')}/hris/events",
+        content=body,
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+        timeout=30,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,85 @@
+"""`offboarding demo`: the whole service plus a throwaway directory with a demo organisation."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import typer
+
+from offboarding.cli import _announce, _wait_forever, send_event, termination_event
+from offboarding.localdir import LocalDirectory
+from offboarding.localdir_seed import seed_demo_org
+from offboarding.logging import configure_logging
+from offboarding.service import run_service
+from offboarding.settings import Settings
+
+LINK = re.compile(r"https?://\S+/approvals/[A-Za-z0-9._\-]+")
+
+
+def approval_links(outbox: Path, since: float) -> list[tuple[str, str]]:
+    """(recipient, link) from approval emails written to the outbox after `since`."""
+    found: list[tuple[str, str]] = []
+    for path in sorted(outbox.glob("*.eml")):
+        if path.stat().st_mtime < since:
+            continue
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""  # type: ignore[union-attr]
+        for link in LINK.findall(text):
+            found.append((str(message["To"]), link))
+    return found
+
+
+def run_demo(settings: Settings) -> None:
+    configure_logging()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    workdir = settings.home / "demo-directory"
+    shutil.rmtree(workdir, ignore_errors=True)
+    password = "Demo-" + secrets.token_urlsafe(9)
+    with LocalDirectory.start(workdir, admin_password=secrets.token_urlsafe(18)) as directory:
+        org = seed_demo_org(directory, password=password)
+        connector = directory.connector_config(
+            name="directory", managers_group=org.managers_group_dn
+        )
+        settings = settings.model_copy(
+            update={"connectors": [connector], "smtp": None, "env": "demo"}
+        )
+        with run_service(settings) as running:
+            _announce(running)
+            typer.echo(f"  Demo directory: {directory.url} ({len(org.employee_ids)} employees)")
+            started = time.time() - 1
+            response = send_event(
+                base_url=running.web_url,
+                secret=settings.hris_secret.get_secret_value(),
+                event=termination_event(
+                    employee_id=org.leaver_id,
+                    email=org.leaver_email,
+                    display_name=org.leaver_name,
+                    requested_by=org.requester_id,
+                ),
+            )
+            typer.echo(
+                f"\nHR sent a termination event for {org.leaver_name} ({org.leaver_id}): "
+                f"HTTP {response.status_code} {response.text}"
+            )
+            links: list[tuple[str, str]] = []
+            deadline = time.monotonic() + 120
+            while not links and time.monotonic() < deadline:
+                time.sleep(0.5)
+                links = approval_links(settings.outbox_dir, started)
+            if links:
+                typer.secho("\nOpen one approval link as a second manager:", bold=True)
+                for to, link in links:
+                    typer.echo(f"  {to}: {link}")
+                typer.echo(f"(emails are in {settings.outbox_dir.resolve()})")
+            else:
+                typer.secho(
+                    "No approval email yet; see the run in the Prefect UI.", fg=typer.colors.YELLOW
+                )
+            _wait_forever()

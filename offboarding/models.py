@@ -1,0 +1,159 @@
+"""Database tables: cases, plans, approval requests and decisions, steps, the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Aware UTC; a naive value is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CaseStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for the last working day
+    RECEIVED = "received"  # run starting
+    AWAITING_APPROVAL = "awaiting_approval"
+    REVOKING = "revoking"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+TERMINAL_STATUSES = frozenset({CaseStatus.COMPLETED, CaseStatus.REJECTED})
+
+
+class Case(SQLModel, table=True):
+    """One leaver's offboarding, from the HR event to verified revocation."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    event_id: str = Field(index=True, unique=True, max_length=200)
+    employee_id: str = Field(index=True, max_length=100)
+    employee_email: str = Field(max_length=320)
+    display_name: str = Field(max_length=300)
+    manager_id: str | None = Field(default=None, max_length=100)
+    requested_by: str = Field(max_length=100)
+    last_working_day: date
+    urgent: bool = False
+    occurred_at: datetime
+    status: CaseStatus = Field(default=CaseStatus.RECEIVED)
+    status_detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    flow_run_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PlanStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SUPERSEDED = "superseded"
+
+
+class RevocationPlanRecord(SQLModel, table=True):
+    """A stored revocation plan: its canonical JSON and the SHA-256 over it."""
+
+    __tablename__ = "revocation_plan"
+    __table_args__ = (UniqueConstraint("case_id", "version"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    version: int
+    plan_hash: str = Field(max_length=64, index=True)
+    canonical: str = Field(sa_column=Column(Text, nullable=False))
+    status: PlanStatus = Field(default=PlanStatus.PENDING)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApprovalRequest(SQLModel, table=True):
+    """One emailed link: a case, one approver, one plan hash; usable once."""
+
+    __tablename__ = "approval_request"
+    __table_args__ = (UniqueConstraint("plan_id", "approver_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    plan_id: str = Field(foreign_key="revocation_plan.id", index=True)
+    plan_hash: str = Field(max_length=64)
+    approver_id: str = Field(max_length=100)
+    approver_email: str = Field(max_length=320)
+    language: str = Field(default="en", max_length=5)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    notified_at: datetime | None = None  # set once the email went out
+    used_at: datetime | None = None
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ApprovalDecision(SQLModel, table=True):
+    """A second manager's decision on exactly one plan hash."""
+
+    __tablename__ = "approval_decision"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    request_id: str = Field(foreign_key="approval_request.id", unique=True)
+    plan_hash: str = Field(max_length=64)
+    approver_id: str = Field(max_length=100)
+    decision: Decision
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    decided_at: datetime = Field(default_factory=utcnow)
+
+
+class StepStatus(StrEnum):
+    DONE = "done"
+    ALREADY_DONE = "already_done"
+    DRY_RUN = "dry_run"
+    FAILED = "failed"
+
+
+class RevocationStep(SQLModel, table=True):
+    """What happened to one grant of an approved plan (latest attempt wins)."""
+
+    __tablename__ = "revocation_step"
+    __table_args__ = (UniqueConstraint("plan_id", "grant_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    plan_id: str = Field(foreign_key="revocation_plan.id")
+    grant_key: str = Field(max_length=1000)
+    label: str = Field(max_length=1000)
+    status: StepStatus
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    attempted_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained: each event stores the hash of the one before."""
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(primary_key=True)  # 1, 2, 3 ... assigned by the chain, never reused
+    at: datetime
+    case_id: str | None = Field(default=None, index=True, max_length=64)
+    actor: str = Field(max_length=300)
+    action: str = Field(max_length=100, index=True)
+    outcome: str = Field(max_length=50)
+    details: str = Field(sa_column=Column(Text, nullable=False))  # canonical JSON
+    once_key: str | None = Field(default=None, unique=True, max_length=300)
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64)

@@ -1,0 +1,204 @@
+"""Telling people how a case ended, and the evidence summary attached to the run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from approvals.requests import decisions_on
+from connectors.base import Outcome, Person
+from offboarding import audit
+from offboarding.mail import OutgoingEmail
+from offboarding.models import Case, RevocationPlanRecord, utcnow
+from offboarding.rendering import pick_language
+from offboarding.rendering import render_email as render
+from offboarding.revocation import VerificationReport
+from offboarding.services import Services
+
+
+def _person(services: Services, employee_id: str) -> Person:
+    found = services.people.find_person(employee_id)
+    return found or Person(employee_id=employee_id, display_name=employee_id, email="")
+
+
+def _leaver(case: Case) -> dict[str, str]:
+    return {
+        "employee_id": case.employee_id,
+        "display_name": case.display_name,
+        "email": case.employee_email,
+    }
+
+
+def _send(
+    services: Services,
+    case: Case,
+    template: str,
+    recipients: Sequence[Person],
+    context: dict[str, Any],
+) -> None:
+    sent: set[str] = set()
+    for person in recipients:
+        if not person.email or person.email in sent:
+            continue
+        sent.add(person.email)
+        language = pick_language(person.language, services.settings.default_language)
+        rendered = render(
+            services.templates,
+            template,
+            language,
+            {**context, "recipient": {"display_name": person.display_name}},
+        )
+        message_id = services.mailer.send(
+            OutgoingEmail(
+                to=[person.email], subject=rendered.subject, text=rendered.text, html=rendered.html
+            )
+        )
+        audit.record(
+            services.engine,
+            action=f"email.{template}",
+            actor="service",
+            case_id=case.id,
+            details={"to": person.email, "message_id": message_id, "language": language},
+            once_key=f"email:{template}:{case.id}:{person.email}",
+        )
+
+
+def _approver(services: Services, case: Case, record: RevocationPlanRecord) -> Person | None:
+    decisions = decisions_on(services.engine, case.id, record.plan_hash)
+    return _person(services, decisions[-1].approver_id) if decisions else None
+
+
+def _names(person: Person | None) -> dict[str, str]:
+    if person is None:
+        return {"display_name": "-", "employee_id": "-"}
+    return {"display_name": person.display_name, "employee_id": person.employee_id}
+
+
+def completed(
+    services: Services,
+    case: Case,
+    record: RevocationPlanRecord,
+    outcomes: Sequence[Outcome],
+    report: VerificationReport,
+) -> None:
+    requester = _person(services, case.requested_by)
+    approver = _approver(services, case, record)
+    _send(
+        services,
+        case,
+        "case_completed",
+        [requester, *([approver] if approver else [])],
+        {
+            "leaver": _leaver(case),
+            "case_id": case.id,
+            "approver": _names(approver),
+            "requester": _names(requester),
+            "outcomes": [{"label": o.grant.label, "status": o.status.value} for o in outcomes],
+            "checks": _checks(report),
+            "completed_at": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+            "clean": report.clean,
+        },
+    )
+
+
+def rejected(services: Services, case: Case, record: RevocationPlanRecord) -> None:
+    decisions = [
+        d
+        for d in decisions_on(services.engine, case.id, record.plan_hash)
+        if d.decision == "reject"
+    ]
+    decision = decisions[-1] if decisions else None
+    approver = _person(services, decision.approver_id) if decision else None
+    audit.record(
+        services.engine,
+        action="case.rejected",
+        actor=f"employee:{decision.approver_id}" if decision else "service",
+        outcome="rejected",
+        case_id=case.id,
+        details={"reason": decision.reason if decision else ""},
+        once_key=f"case.rejected:{case.id}",
+    )
+    _send(
+        services,
+        case,
+        "case_rejected",
+        [_person(services, case.requested_by), *([approver] if approver else [])],
+        {
+            "leaver": _leaver(case),
+            "case_id": case.id,
+            "approver": _names(approver),
+            "reason": decision.reason if decision else "",
+            "decided_at": decision.decided_at.strftime("%Y-%m-%d %H:%M UTC") if decision else "-",
+        },
+    )
+
+
+def needs_attention(
+    services: Services, case: Case, problem: str, *, done: list[str], not_done: list[str]
+) -> None:
+    audit.record(
+        services.engine,
+        action="case.needs_attention",
+        actor="service",
+        outcome="needs_attention",
+        case_id=case.id,
+        details={"problem": problem, "done": done, "not_done": not_done},
+    )
+    _send(
+        services,
+        case,
+        "needs_attention",
+        [_person(services, case.requested_by)],
+        {
+            "leaver": _leaver(case),
+            "case_id": case.id,
+            "problem": problem,
+            "done": done,
+            "not_done": not_done,
+        },
+    )
+
+
+def _checks(report: VerificationReport) -> list[dict[str, Any]]:
+    return [
+        {"name": f"{name}: {check.name}", "passed": check.passed, "detail": check.detail}
+        for name, verification in report.by_connector.items()
+        for check in verification.checks
+    ]
+
+
+def evidence_markdown(
+    services: Services,
+    case: Case,
+    record: RevocationPlanRecord,
+    outcomes: Sequence[Outcome],
+    report: VerificationReport,
+    failures: Sequence[str],
+) -> str:
+    """The evidence summary, in English and Dutch, for the run's artifact."""
+    approver = _approver(services, case, record)
+    requester = _person(services, case.requested_by)
+    context = {
+        "case": {
+            "id": case.id,
+            "employee_id": case.employee_id,
+            "display_name": case.display_name,
+            "last_working_day": case.last_working_day.isoformat(),
+            "urgent": case.urgent,
+        },
+        "requester": _names(requester),
+        "approver": _names(approver),
+        "plan_hash": record.plan_hash,
+        "plan_version": record.version,
+        "outcomes": [{"label": o.grant.label, "status": o.status.value} for o in outcomes],
+        "failures": list(failures),
+        "remaining": [g.label for g in report.remaining],
+        "checks": _checks(report),
+        "clean": report.clean and not failures,
+        "generated_at": utcnow().strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+    parts = [
+        services.templates.get_template(f"reports/evidence.{lang}.md").render(**context)
+        for lang in ("en", "nl")
+    ]
+    return "\n\n---\n\n".join(parts)

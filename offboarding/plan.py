@@ -1,0 +1,85 @@
+"""The revocation plan: what will be revoked, in which phase, fingerprinted by SHA-256.
+
+Phases: CONTAINMENT steps may run before approval (reserved for urgent-dismissal
+policies); REVOCATION steps run only after a valid four-eyes decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from connectors.base import AccessGrant, GrantKind, Leaver
+from offboarding.audit import canonical_json
+
+
+class Phase(StrEnum):
+    CONTAINMENT = "containment"
+    REVOCATION = "revocation"
+
+
+# Within a system: memberships first, then the credential, then the sign-in itself,
+# so that a half-finished run never leaves a locked account with live group rights unnoticed.
+_KIND_ORDER = {GrantKind.MEMBERSHIP: 0, GrantKind.CREDENTIAL: 1, GrantKind.ACCOUNT: 2}
+
+
+class PlanStep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    grant: AccessGrant
+    phase: Phase = Phase.REVOCATION
+
+
+class RevocationPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    leaver: Leaver
+    steps: tuple[PlanStep, ...]
+
+    def canonical(self) -> str:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @property
+    def plan_hash(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+    @property
+    def grant_keys(self) -> frozenset[str]:
+        return frozenset(step.grant.key for step in self.steps)
+
+    def steps_in(self, phase: Phase) -> list[PlanStep]:
+        return [step for step in self.steps if step.phase == phase]
+
+    @classmethod
+    def from_canonical(cls, text: str) -> RevocationPlan:
+        return cls.model_validate_json(text)
+
+
+def build_plan(
+    *,
+    case_id: str,
+    leaver: Leaver,
+    grants: list[AccessGrant],
+    containment: frozenset[GrantKind] = frozenset(),
+) -> RevocationPlan:
+    """Order grants deterministically so the same access always gives the same hash."""
+    ordered = sorted(
+        set(grants), key=lambda g: (g.connector, _KIND_ORDER[g.kind], g.target, g.account)
+    )
+    steps = tuple(
+        PlanStep(
+            grant=g,
+            phase=Phase.CONTAINMENT if g.kind in containment else Phase.REVOCATION,
+        )
+        for g in ordered
+    )
+    return RevocationPlan(case_id=case_id, leaver=leaver, steps=steps)
+
+
+def unapproved_grants(approved: RevocationPlan, current: list[AccessGrant]) -> list[AccessGrant]:
+    """Access found now that the approved plan does not cover."""
+    keys = approved.grant_keys
+    return [g for g in current if g.key not in keys]

@@ -1,0 +1,137 @@
+"""Render the emails and approval pages from the top-level ``templates/`` folder.
+
+Emails are ``.txt``/``.html`` pairs per language: ``email/{name}.{lang}.txt`` and
+``email/{name}.{lang}.html``. The subject lives in the text template: its first
+line must read ``Subject: ...`` and is cut from the body (a blank line after it
+is dropped too). The HTML template gets that subject as ``subject`` (for its
+``<title>``) and both get ``lang``.
+
+Pages are one template per page, ``pages/{name}.html``, for every language: all
+their words come from the flat message catalogs ``pages/messages.{lang}.json``,
+injected as ``t`` together with ``lang``. The catalogs carry the same keys, so
+the Dutch and English pages cannot drift apart in structure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+SUPPORTED_LANGUAGES = ("nl", "en")
+
+SUBJECT_PREFIX = "Subject:"
+
+
+def default_templates_dir() -> Path:
+    """The repository's top-level ``templates/`` folder."""
+    return Path(__file__).resolve().parents[1] / "templates"
+
+
+def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
+    """A Jinja2 environment that fails on any missing variable and escapes HTML only."""
+    directory = templates_dir if templates_dir is not None else default_templates_dir()
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def pick_language(preferred: str | None, default: str) -> str:
+    """The supported language closest to ``preferred``, else ``default``.
+
+    ``preferred`` may be a tag such as ``"nl-NL"``, ``"NL"`` or ``"en_GB"``, or an
+    ``Accept-Language`` header value (``"de-DE,en;q=0.8,nl;q=0.9"``), in which
+    case the highest-weighted supported language wins.
+    """
+    if default not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"default language {default!r} is not one of {SUPPORTED_LANGUAGES}")
+    if not preferred:
+        return default
+    ranked: list[tuple[float, int, str]] = []
+    for position, entry in enumerate(preferred.split(",")):
+        tag, _, params = entry.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        language = tag.strip().replace("_", "-").split("-")[0].lower()
+        if language in SUPPORTED_LANGUAGES and weight > 0:
+            ranked.append((-weight, position, language))
+    return min(ranked)[2] if ranked else default
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def _check_language(language: str) -> None:
+    if language not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"language {language!r} is not one of {SUPPORTED_LANGUAGES}")
+
+
+def _split_subject(rendered: str, template_name: str) -> tuple[str, str]:
+    first_line, _, body = rendered.partition("\n")
+    if not first_line.startswith(SUBJECT_PREFIX):
+        raise jinja2.TemplateError(
+            f"{template_name} must start with a line '{SUBJECT_PREFIX} ...' "
+            "giving the email's subject"
+        )
+    subject = first_line.removeprefix(SUBJECT_PREFIX).strip()
+    if not subject:
+        raise jinja2.TemplateError(f"{template_name} renders an empty subject")
+    return subject, body.lstrip("\n")
+
+
+def render_email(
+    env: jinja2.Environment, name: str, language: str, context: Mapping[str, Any]
+) -> RenderedEmail:
+    """Render ``email/{name}.{language}.txt`` and ``.html`` into one email."""
+    _check_language(language)
+    text_name = f"email/{name}.{language}.txt"
+    rendered_text = env.get_template(text_name).render({**context, "lang": language})
+    subject, text = _split_subject(rendered_text, text_name)
+    html = env.get_template(f"email/{name}.{language}.html").render(
+        {**context, "lang": language, "subject": subject}
+    )
+    return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def load_messages(env: jinja2.Environment, language: str) -> dict[str, str]:
+    """The page message catalog ``pages/messages.{language}.json``."""
+    _check_language(language)
+    if env.loader is None:
+        raise ValueError("the template environment has no loader")
+    name = f"pages/messages.{language}.json"
+    source, _, _ = env.loader.get_source(env, name)
+    messages = json.loads(source)
+    if not isinstance(messages, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in messages.items()
+    ):
+        raise ValueError(f"{name} must be one flat JSON object of strings")
+    return messages
+
+
+def render_page(
+    env: jinja2.Environment, name: str, language: str, context: Mapping[str, Any]
+) -> str:
+    """Render ``pages/{name}.html`` in ``language``, with its catalog as ``t``."""
+    messages = load_messages(env, language)
+    return env.get_template(f"pages/{name}.html").render(
+        {**context, "t": messages, "lang": language}
+    )

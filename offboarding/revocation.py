@@ -1,0 +1,194 @@
+"""Inventory, plan storage, revocation and verification across the configured connectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlmodel import Session, col, select
+
+from connectors.base import (
+    AccessGrant,
+    AlreadyDone,
+    Leaver,
+    Outcome,
+    OutcomeStatus,
+    Verification,
+)
+from offboarding import audit
+from offboarding.models import (
+    Case,
+    PlanStatus,
+    RevocationPlanRecord,
+    RevocationStep,
+    StepStatus,
+    utcnow,
+)
+from offboarding.plan import RevocationPlan, build_plan
+from offboarding.services import Services
+
+log = structlog.get_logger(__name__)
+
+
+def inventory_all(services: Services, leaver: Leaver) -> list[AccessGrant]:
+    """Every grant the leaver holds, in every configured system."""
+    grants: list[AccessGrant] = []
+    for name, connector in services.connectors.items():
+        found = connector.inventory(leaver)
+        log.info("inventory", connector=name, grants=len(found))
+        grants.extend(found)
+    return grants
+
+
+def store_plan(
+    services: Services, case: Case, leaver: Leaver, grants: list[AccessGrant]
+) -> RevocationPlanRecord:
+    """Store the plan as the case's next version (older pending ones are superseded)."""
+    with Session(services.engine, expire_on_commit=False) as session:
+        previous = session.exec(
+            select(RevocationPlanRecord)
+            .where(RevocationPlanRecord.case_id == case.id)
+            .order_by(col(RevocationPlanRecord.version).desc())
+        ).all()
+        plan = build_plan(case_id=case.id, leaver=leaver, grants=grants)
+        for old in previous:
+            if old.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
+                old.status = PlanStatus.SUPERSEDED
+                session.add(old)
+        record = RevocationPlanRecord(
+            case_id=case.id,
+            version=(previous[0].version + 1) if previous else 1,
+            plan_hash=plan.plan_hash,
+            canonical=plan.canonical(),
+        )
+        session.add(record)
+        session.commit()
+    audit.record(
+        services.engine,
+        action="plan.created",
+        actor="service",
+        case_id=case.id,
+        details={
+            "version": record.version,
+            "plan_hash": record.plan_hash,
+            "steps": [step.grant.key for step in plan.steps],
+        },
+    )
+    return record
+
+
+def record_step(
+    services: Services,
+    *,
+    case_id: str,
+    plan_id: str,
+    grant: AccessGrant,
+    status: StepStatus,
+    detail: str,
+) -> None:
+    with Session(services.engine) as session:
+        step = session.exec(
+            select(RevocationStep).where(
+                RevocationStep.plan_id == plan_id, RevocationStep.grant_key == grant.key
+            )
+        ).first() or RevocationStep(
+            case_id=case_id, plan_id=plan_id, grant_key=grant.key, label=grant.label, status=status
+        )
+        step.status = status
+        step.detail = detail
+        step.attempted_at = utcnow()
+        session.add(step)
+        session.commit()
+    audit.record(
+        services.engine,
+        action="revocation.step",
+        actor=f"connector:{grant.connector}",
+        outcome=status.value,
+        case_id=case_id,
+        details={"grant": grant.key, "detail": detail},
+    )
+
+
+_STEP_STATUS = {
+    OutcomeStatus.REVOKED: StepStatus.DONE,
+    OutcomeStatus.ALREADY_DONE: StepStatus.ALREADY_DONE,
+    OutcomeStatus.DRY_RUN: StepStatus.DRY_RUN,
+}
+
+
+def revoke_one(services: Services, *, case_id: str, plan_id: str, grant: AccessGrant) -> Outcome:
+    """Revoke one grant and record it. Connector errors propagate (after being recorded)."""
+    connector = services.connectors[grant.connector]
+    try:
+        outcome = connector.revoke(grant)
+    except AlreadyDone as exc:
+        outcome = Outcome(grant=grant, status=OutcomeStatus.ALREADY_DONE, detail=str(exc))
+    except Exception as exc:
+        record_step(
+            services,
+            case_id=case_id,
+            plan_id=plan_id,
+            grant=grant,
+            status=StepStatus.FAILED,
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    record_step(
+        services,
+        case_id=case_id,
+        plan_id=plan_id,
+        grant=grant,
+        status=_STEP_STATUS[outcome.status],
+        detail=outcome.detail,
+    )
+    return outcome
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    by_connector: dict[str, Verification]
+
+    @property
+    def clean(self) -> bool:
+        return all(v.clean for v in self.by_connector.values())
+
+    @property
+    def remaining(self) -> list[AccessGrant]:
+        return [g for v in self.by_connector.values() for g in v.remaining]
+
+
+def verify_all(services: Services, case_id: str, leaver: Leaver) -> VerificationReport:
+    results = {name: c.verify(leaver) for name, c in services.connectors.items()}
+    report = VerificationReport(results)
+    audit.record(
+        services.engine,
+        action="verification",
+        actor="service",
+        outcome="clean" if report.clean else "access_remains",
+        case_id=case_id,
+        details={
+            name: {
+                "remaining": [g.key for g in v.remaining],
+                "checks": [
+                    {"name": c.name, "passed": c.passed, "detail": c.detail} for c in v.checks
+                ],
+            }
+            for name, v in results.items()
+        },
+    )
+    return report
+
+
+def steps_of(services: Services, plan_id: str) -> list[RevocationStep]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(
+                select(RevocationStep)
+                .where(RevocationStep.plan_id == plan_id)
+                .order_by(col(RevocationStep.attempted_at))
+            )
+        )
+
+
+def load_plan(record: RevocationPlanRecord) -> RevocationPlan:
+    return RevocationPlan.from_canonical(record.canonical)

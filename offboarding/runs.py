@@ -1,0 +1,75 @@
+"""The service's side of Prefect: start a case's flow run, resume it with a decision."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.deployments.flow_runs import arun_deployment
+
+log = structlog.get_logger(__name__)
+
+
+class OrchestratorUnavailable(Exception):
+    """Prefect could not be reached or refused; nothing was started or resumed."""
+
+
+class RunGateway:
+    """Starts and resumes case runs on the deployment that `offboarding up` serves."""
+
+    def __init__(self, deployment: str) -> None:
+        self.deployment = deployment
+
+    async def start(
+        self, *, case_id: str, event_id: str, run_name: str, scheduled_time: datetime | None
+    ) -> str:
+        """Create the run; the event id is the idempotency key, so a resend returns the same run."""
+        try:
+            flow_run = await arun_deployment(
+                name=self.deployment,
+                parameters={"request": {"case_id": case_id}},
+                idempotency_key=f"hris-event:{event_id}",
+                flow_run_name=run_name,
+                scheduled_time=scheduled_time,
+                timeout=0,
+                as_subflow=False,
+                tags=["offboarding"],
+            )
+        except Exception as exc:
+            raise OrchestratorUnavailable(
+                f"could not create the flow run on deployment {self.deployment!r}: {exc}"
+            ) from exc
+        return str(flow_run.id)
+
+    async def resume(
+        self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 30.0
+    ) -> bool:
+        """Hand the decision to the waiting run. Waits briefly if the run is not suspended yet.
+
+        Returns False when the run could not be resumed (the decision stays recorded;
+        the run picks it up from the database the next time it looks).
+        """
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        async with get_client() as client:
+            while True:
+                run = await client.read_flow_run(UUID(flow_run_id))
+                if run.state is not None and run.state.type == StateType.PAUSED:
+                    result = await client.resume_flow_run(UUID(flow_run_id), run_input=run_input)
+                    if str(result.status.value).upper() == "ACCEPT":
+                        return True
+                    log.warning(
+                        "resume rejected", flow_run_id=flow_run_id, status=str(result.status)
+                    )
+                    return False
+                if run.state is not None and run.state.is_final():
+                    log.warning("run already finished", flow_run_id=flow_run_id)
+                    return False
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning("run did not suspend in time", flow_run_id=flow_run_id)
+                    return False
+                await asyncio.sleep(0.5)

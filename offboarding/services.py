@@ -1,0 +1,75 @@
+"""Everything a request handler or a flow run needs, built once from settings and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import jinja2
+from sqlalchemy.engine import Engine
+
+from approvals.rules import FourEyesPolicy
+from approvals.tokens import DecisionSigner, LinkSigner
+from connectors.base import Connector, PeopleDirectory
+from connectors.registry import build_connector, build_people_directory
+from offboarding.db import create_schema, make_engine
+from offboarding.mail import Mailer, OutboxMailer, SmtpMailer
+from offboarding.rendering import template_env
+from offboarding.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    people: PeopleDirectory
+    connectors: dict[str, Connector]
+    mailer: Mailer
+    templates: jinja2.Environment
+    links: LinkSigner
+    decisions: DecisionSigner
+    policy: FourEyesPolicy = field(default_factory=FourEyesPolicy)
+
+    @property
+    def uses_outbox(self) -> bool:
+        return isinstance(self.mailer, OutboxMailer)
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    if settings.smtp is None:
+        return OutboxMailer(settings.outbox_dir, sender=settings.sender)
+    return SmtpMailer(
+        host=settings.smtp.host,
+        port=settings.smtp.port,
+        sender=settings.sender,
+        starttls=settings.smtp.starttls,
+        username=settings.smtp.username,
+        password=settings.smtp.password,
+    )
+
+
+def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if engine is None:
+        engine = make_engine(settings.resolved_database_url)
+        create_schema(engine)
+    if not settings.connectors:
+        raise ValueError(
+            "no connectors are configured: add a [[connectors]] table to "
+            f"{settings.home / 'config.toml'} (see README) or run `offboarding demo`"
+        )
+    connectors = {
+        config["name"]: build_connector(config, dry_run=settings.dry_run)
+        for config in settings.connectors
+    }
+    key = settings.signing_key.get_secret_value()
+    return Services(
+        settings=settings,
+        engine=engine,
+        people=build_people_directory(settings.connector_config(settings.people.connector)),
+        connectors=connectors,
+        mailer=build_mailer(settings),
+        templates=template_env(),
+        links=LinkSigner(key, ttl=timedelta(hours=settings.approval_ttl_hours)),
+        decisions=DecisionSigner(key),
+    )

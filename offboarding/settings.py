@@ -1,0 +1,163 @@
+"""One settings object: environment (prefix OFFBOARDING_) over one TOML config file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
+DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
+
+
+class SmtpSettings(BaseModel):
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class PeopleSettings(BaseModel):
+    """Where employees, requesters and approvers are looked up."""
+
+    connector: str = "directory"  # name of a configured connector that can act as directory
+
+
+def _home_from_env() -> Path:
+    return Path(os.environ.get("OFFBOARDING_HOME", ".offboarding"))
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("OFFBOARDING_CONFIG")
+    return Path(explicit) if explicit else _home_from_env() / "config.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OFFBOARDING_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    env: Literal["development", "demo", "production"] = "development"
+    home: Path = Field(default_factory=_home_from_env)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None  # base of links in emails; default http://host:port
+    prefect_port: int = 4200
+
+    hris_secret: SecretStr = SecretStr(DEV_HRIS_SECRET)
+    hris_previous_secret: SecretStr | None = None  # accepted too, during key rotation
+    hris_tolerance_seconds: int = 300
+    signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
+
+    approval_ttl_hours: int = 72
+    timezone: str = "Europe/Amsterdam"
+    end_of_day: str = "23:59"  # when a future last working day's run starts, local time
+    default_language: Literal["nl", "en"] = "en"
+    sender: str = "offboarding@localhost"
+
+    smtp: SmtpSettings | None = None
+    people: PeopleSettings = PeopleSettings()
+    connectors: list[dict[str, Any]] = Field(default_factory=list)
+
+    deployment: str = "offboard-leaver/offboard-leaver"
+    dry_run: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name") from exc
+        return value
+
+    @field_validator("connectors")
+    @classmethod
+    def _named_connectors(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names: set[str] = set()
+        for index, config in enumerate(value):
+            if "kind" not in config:
+                raise ValueError(f'connector #{index + 1} needs a kind (e.g. kind = "ldap")')
+            config.setdefault("name", config["kind"] if config["kind"] != "ldap" else "directory")
+            if config["name"] in names:
+                raise ValueError(f"two connectors are named {config['name']!r}; names must differ")
+            names.add(config["name"])
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.env == "production":
+            weak = [
+                name
+                for name, value, default in (
+                    ("OFFBOARDING_HRIS_SECRET", self.hris_secret, DEV_HRIS_SECRET),
+                    ("OFFBOARDING_SIGNING_KEY", self.signing_key, DEV_SIGNING_KEY),
+                )
+                if value.get_secret_value() in (default, "") or len(value.get_secret_value()) < 16
+            ]
+            if weak:
+                raise ValueError(
+                    "refusing to start in production with a default or short secret: set "
+                    + ", ".join(weak)
+                    + " to a random value of at least 16 characters"
+                )
+        return self
+
+    # -- derived values -------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'offboarding.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def connector_config(self, name: str) -> dict[str, Any]:
+        for config in self.connectors:
+            if config.get("name") == name:
+                return config
+        raise LookupError(
+            f"no connector named {name!r} is configured; configured: "
+            f"{[c.get('name') for c in self.connectors]}"
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return Settings()

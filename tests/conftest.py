@@ -1,0 +1,108 @@
+"""Shared fixtures: real peers only (PostgreSQL, SQLite, slapd, an SMTP server)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from aiosmtpd.controller import Controller
+from sqlalchemy.engine import Engine
+
+from offboarding.db import create_schema, make_engine
+from offboarding.service import free_port
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database() -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the PostgreSQL running on this machine; drops them afterwards."""
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"offboarding_test_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(new_postgres_database: Callable[[], str]) -> str:
+    return new_postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'offboarding.db'}"
+    base = request.getfixturevalue("postgres_database")
+    # one schema per test keeps tests independent on the shared database
+    engine = sqlalchemy.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return base
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class Mailbox:
+    """What a real SMTP server received."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in str(m["To"])]
+
+    def wait_for(self, predicate, timeout: float = 60.0) -> list[EmailMessage]:  # type: ignore[no-untyped-def]
+        with self.arrived:
+            self.arrived.wait_for(lambda: bool([m for m in self.messages if predicate(m)]), timeout)
+        found = [m for m in self.messages if predicate(m)]
+        assert found, "expected email did not arrive"
+        return found
+
+
+class _Handler:
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.mailbox.arrived:
+            self.mailbox.messages.append(message)  # type: ignore[arg-type]
+            self.mailbox.arrived.notify_all()
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="module")
+def smtp_server() -> Iterator[tuple[str, int, Mailbox]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(_Handler(mailbox), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield "127.0.0.1", port, mailbox
+    controller.stop()

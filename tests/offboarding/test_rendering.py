@@ -1,0 +1,597 @@
+"""Every email and page renders in Dutch and English, strictly and safely."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+
+from offboarding.rendering import (
+    SUPPORTED_LANGUAGES,
+    RenderedEmail,
+    default_templates_dir,
+    load_messages,
+    pick_language,
+    render_email,
+    render_page,
+    template_env,
+)
+
+LINK = "https://offboarding.example.nl/approvals/c-2025-0042?token=abc.def&lang=nl"
+HOSTILE_NAME = '<script>alert("x")</script> Zoë'
+
+
+class Elements(HTMLParser):
+    """Collects every start tag with its attributes, in document order."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def find(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+    def by_id(self, element_id: str) -> tuple[str, dict[str, str | None]]:
+        matches = [(name, attrs) for name, attrs in self.tags if attrs.get("id") == element_id]
+        assert len(matches) == 1, f"expected one element with id {element_id!r}"
+        return matches[0]
+
+
+def text_links(text: str) -> list[str]:
+    return re.findall(r"https?://\S+", text)
+
+
+def html_links(html: str) -> list[str]:
+    return [href for attrs in Elements(html).find("a") if (href := attrs.get("href"))]
+
+
+def leaver(name: str = "Zoë Ëmans") -> dict[str, str]:
+    return {"employee_id": "E1042", "display_name": name, "email": "zoe.emans@example.nl"}
+
+
+PLAN = [
+    {
+        "connector": "directory",
+        "kind": "membership",
+        "label": "Lid van Finance",
+        "target": "cn=finance,ou=groups,dc=example,dc=nl",
+    },
+    {
+        "connector": "directory",
+        "kind": "account",
+        "label": "Account blokkeren",
+        "target": "uid=zemans,ou=people,dc=example,dc=nl",
+    },
+    {
+        "connector": "github",
+        "kind": "membership",
+        "label": "Team platform",
+        "target": "acme/platform",
+    },
+]
+PLAN_HASH = "3f9a1c0d7be2" + "0" * 52
+
+
+def email_context(name: str, **overrides: Any) -> dict[str, Any]:
+    requester = {"employee_id": "E0007", "display_name": "Mieke Jansen"}
+    approver = {"employee_id": "E0011", "display_name": "Jeroen Bakker"}
+    contexts: dict[str, dict[str, Any]] = {
+        "approval_request": {
+            "approver": {"display_name": approver["display_name"]},
+            "leaver": leaver(),
+            "requester": requester,
+            "case_id": "c-2025-0042",
+            "last_working_day": "2025-01-31",
+            "urgent": False,
+            "plan": PLAN,
+            "plan_hash": PLAN_HASH,
+            "link": LINK,
+            "expires_at": "3 februari 2025, 17:00",
+        },
+        "case_completed": {
+            "recipient": {"display_name": "Mieke Jansen"},
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "approver": approver,
+            "requester": requester,
+            "outcomes": [
+                {"label": "Lid van Finance", "status": "revoked"},
+                {"label": "Account blokkeren", "status": "already_done"},
+            ],
+            "checks": [
+                {"name": "Geen groepslidmaatschappen", "passed": True, "detail": ""},
+                {
+                    "name": "Account geblokkeerd",
+                    "passed": True,
+                    "detail": "pwdAccountLockedTime gezet",
+                },
+            ],
+            "completed_at": "2025-01-31 17:05",
+            "clean": True,
+        },
+        "case_rejected": {
+            "recipient": {"display_name": "Mieke Jansen"},
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "approver": {"display_name": approver["display_name"]},
+            "reason": "Zoë blijft tot maart.\nZie het bericht van HR.",
+            "decided_at": "2025-01-30 10:12",
+        },
+        "needs_attention": {
+            "recipient": {"display_name": "Mieke Jansen"},
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "problem": "De LDAP-server was niet bereikbaar.",
+            "done": ["Lid van Finance"],
+            "not_done": ["Account blokkeren", "Team platform"],
+        },
+    }
+    return {**contexts[name], **overrides}
+
+
+def page_context(name: str, **overrides: Any) -> dict[str, Any]:
+    contexts: dict[str, dict[str, Any]] = {
+        "approval_confirm": {
+            "leaver": leaver(),
+            "requester": {"employee_id": "E0007", "display_name": "Mieke Jansen"},
+            "approver": {"employee_id": "E0011", "display_name": "Jeroen Bakker"},
+            "case_id": "c-2025-0042",
+            "last_working_day": "2025-01-31",
+            "urgent": False,
+            "plan": PLAN,
+            "plan_hash": PLAN_HASH,
+            "expires_at": "3 februari 2025, 17:00",
+            "action_url": "/approvals/c-2025-0042/decision",
+            "csrf_token": "csrf-Zm9vYmFy",
+            "switch_url": "/approvals/c-2025-0042?token=abc&lang=en",
+        },
+        "approval_result": {
+            "decision": "approve",
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "next_steps_key": "revoking",
+        },
+        "approval_error": {
+            "reason_key": "expired",
+            "detail": "",
+            "switch_url": "/approvals/c-2025-0042?lang=en",
+        },
+    }
+    return {**contexts[name], **overrides}
+
+
+EMAILS = ["approval_request", "case_completed", "case_rejected", "needs_attention"]
+PAGES = ["approval_confirm", "approval_result", "approval_error"]
+ERROR_KEYS = [
+    "already_used",
+    "expired",
+    "invalid",
+    "not_allowed",
+    "plan_changed",
+    "already_decided",
+    "bad_request",
+]
+
+
+@pytest.fixture(scope="module")
+def env() -> jinja2.Environment:
+    return template_env()
+
+
+@pytest.fixture(params=SUPPORTED_LANGUAGES)
+def language(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# --- emails -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EMAILS)
+def test_every_email_renders_in_both_languages(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    email = render_email(env, name, language, email_context(name))
+
+    assert isinstance(email, RenderedEmail)
+    assert email.subject
+    assert "Zoë Ëmans" in email.subject
+    assert not email.text.startswith(("Subject:", "\n"))
+    assert "c-2025-0042" in email.text
+    assert "c-2025-0042" in email.html
+    assert email.html.startswith("<!DOCTYPE html>")
+    assert f'<html lang="{language}">' in email.html
+    assert f"<title>{email.subject}</title>" in email.html
+
+
+@pytest.mark.parametrize("name", EMAILS)
+def test_html_emails_load_nothing_from_outside(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    html = render_email(env, name, language, email_context(name)).html
+    elements = Elements(html)
+
+    assert not [tag for tag, _ in elements.tags if tag in {"img", "script", "link", "iframe"}]
+    assert not [attrs for _, attrs in elements.tags if "src" in attrs]
+    assert set(html_links(html)) <= {LINK}
+
+
+@pytest.mark.parametrize("name", EMAILS)
+def test_every_email_variable_is_required(env: jinja2.Environment, name: str) -> None:
+    full = email_context(name)
+    for key in full:
+        context = {k: v for k, v in full.items() if k != key}
+        with pytest.raises(jinja2.UndefinedError):
+            render_email(env, name, "nl", context)
+
+
+def test_approval_request_explains_the_decision(env: jinja2.Environment, language: str) -> None:
+    email = render_email(env, "approval_request", language, email_context("approval_request"))
+
+    for body in (email.text, email.html):
+        assert "3f9a1c0d7be2" in body
+        assert PLAN_HASH not in body
+        for item in PLAN:
+            assert item["label"] in body
+            assert item["target"] in body
+        assert "Mieke Jansen" in body
+        assert "3 februari 2025, 17:00" in body
+    assert text_links(email.text) == [LINK]
+    assert html_links(email.html) == [LINK]
+    wording = {
+        "nl": ["vier-ogenprincipe", "verandert nog niets", "één keer", "Verwachtte je dit"],
+        "en": ["four-eyes principle", "does not change anything", "only once", "Not expecting"],
+    }
+    for phrase in wording[language]:
+        assert phrase.lower() in email.text.lower()
+        assert phrase.lower() in email.html.lower()
+
+
+def test_urgent_request_says_instant_dismissal(env: jinja2.Environment, language: str) -> None:
+    phrase = {"nl": "ontslag op staande voet", "en": "instant dismissal"}[language]
+    calm = render_email(env, "approval_request", language, email_context("approval_request"))
+    urgent = render_email(
+        env, "approval_request", language, email_context("approval_request", urgent=True)
+    )
+
+    assert phrase not in calm.text.lower()
+    assert phrase not in calm.html.lower()
+    assert phrase in urgent.text.lower()
+    assert phrase in urgent.html.lower()
+    assert urgent.subject.startswith({"nl": "SPOED", "en": "URGENT"}[language])
+
+
+def test_empty_plan_is_said_out_loud(env: jinja2.Environment, language: str) -> None:
+    email = render_email(
+        env, "approval_request", language, email_context("approval_request", plan=[])
+    )
+    phrase = {"nl": "Het plan is leeg", "en": "The plan is empty"}[language]
+    assert phrase in email.text
+    assert phrase in email.html
+
+
+def test_completed_case_with_remaining_access_needs_attention(
+    env: jinja2.Environment, language: str
+) -> None:
+    failing = [{"name": "Account geblokkeerd", "passed": False, "detail": "kan nog inloggen"}]
+    clean = render_email(env, "case_completed", language, email_context("case_completed"))
+    dirty = render_email(
+        env,
+        "case_completed",
+        language,
+        email_context("case_completed", clean=False, checks=failing),
+    )
+    alarm = {"nl": "niet alle toegang is weg", "en": "not all access is gone"}[language]
+
+    assert alarm not in clean.text.lower()
+    assert alarm in dirty.text.lower()
+    assert alarm in dirty.html.lower()
+    assert clean.subject != dirty.subject
+    assert "kan nog inloggen" in dirty.text
+    assert "kan nog inloggen" in dirty.html
+
+
+def test_completed_case_marks_dry_runs(env: jinja2.Environment, language: str) -> None:
+    outcomes = [{"label": "Lid van Finance", "status": "dry_run"}]
+    email = render_email(
+        env, "case_completed", language, email_context("case_completed", outcomes=outcomes)
+    )
+    phrase = {"nl": "proefdraai", "en": "dry run"}[language]
+    assert phrase in email.text
+    assert phrase in email.html
+
+
+def test_rejection_says_nothing_was_revoked(env: jinja2.Environment, language: str) -> None:
+    email = render_email(env, "case_rejected", language, email_context("case_rejected"))
+    phrase = {"nl": "Er is niets ingetrokken", "en": "Nothing has been revoked"}[language]
+
+    assert phrase in email.text
+    assert phrase in email.html
+    assert "Zoë blijft tot maart." in email.text
+    assert "Zie het bericht van HR." in email.html
+
+
+def test_needs_attention_lists_what_is_done_and_not(env: jinja2.Environment, language: str) -> None:
+    email = render_email(env, "needs_attention", language, email_context("needs_attention"))
+
+    for body in (email.text, email.html):
+        assert "De LDAP-server was niet bereikbaar." in body
+        for item in ["Lid van Finance", "Account blokkeren", "Team platform"]:
+            assert item in body
+    done, _, not_done = email.text.partition(
+        {"nl": "NOG NIET GEDAAN", "en": "NOT DONE YET"}[language]
+    )
+    assert "Lid van Finance" in done
+    assert "Account blokkeren" in not_done
+
+
+@pytest.mark.parametrize("name", EMAILS)
+def test_email_html_escapes_names_and_text_keeps_them(env: jinja2.Environment, name: str) -> None:
+    context = email_context(name, leaver=leaver(HOSTILE_NAME))
+    email = render_email(env, name, "en", context)
+
+    assert "<script>" not in email.html
+    assert "&lt;script&gt;" in email.html
+    assert HOSTILE_NAME in email.text
+    assert HOSTILE_NAME in email.subject
+
+
+def test_subject_line_is_required(tmp_path: Path) -> None:
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / "hello.en.txt").write_text("Hello {{ name }}\n")
+    (tmp_path / "email" / "hello.en.html").write_text("<p>Hello {{ name }}</p>\n")
+    (tmp_path / "email" / "greeting.en.txt").write_text("Subject: Hi {{ name }}\n\nHello\n")
+    (tmp_path / "email" / "greeting.en.html").write_text("<title>{{ subject }}</title>\n")
+    env = template_env(tmp_path)
+
+    with pytest.raises(jinja2.TemplateError, match="Subject:"):
+        render_email(env, "hello", "en", {"name": "Ans"})
+    email = render_email(env, "greeting", "en", {"name": "Ans & Bo"})
+    assert email == RenderedEmail(
+        subject="Hi Ans & Bo", text="Hello\n", html="<title>Hi Ans &amp; Bo</title>\n"
+    )
+
+
+def test_unsupported_language_is_refused(env: jinja2.Environment) -> None:
+    with pytest.raises(ValueError, match="de"):
+        render_email(env, "approval_request", "de", email_context("approval_request"))
+    with pytest.raises(ValueError, match="de"):
+        render_page(env, "approval_error", "de", page_context("approval_error"))
+
+
+def test_default_templates_dir_is_the_repository_folder() -> None:
+    assert default_templates_dir() == Path(__file__).resolve().parents[2] / "templates"
+    assert (default_templates_dir() / "pages" / "base.html").is_file()
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_renders_in_both_languages(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    html = render_page(env, name, language, page_context(name))
+    elements = Elements(html)
+
+    assert html.startswith("<!DOCTYPE html>")
+    assert f'<html lang="{language}">' in html
+    assert not [tag for tag, _ in elements.tags if tag in {"img", "script", "link", "iframe"}]
+    assert not [attrs for _, attrs in elements.tags if "src" in attrs]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_variable_is_required(env: jinja2.Environment, name: str) -> None:
+    full = page_context(name)
+    for key in full:
+        if key == "switch_url":
+            continue
+        context = {k: v for k, v in full.items() if k != key}
+        with pytest.raises(jinja2.UndefinedError):
+            render_page(env, name, "nl", context)
+
+
+def test_language_switch_links_to_the_other_language(env: jinja2.Environment) -> None:
+    context = page_context("approval_error")
+    dutch = Elements(render_page(env, "approval_error", "nl", context)).find("a")
+    english = Elements(render_page(env, "approval_error", "en", context)).find("a")
+
+    assert dutch == [
+        {
+            "href": context["switch_url"],
+            "hreflang": "en",
+            "lang": "en",
+            "title": "Deze pagina in het Engels",
+        }
+    ]
+    assert english[0]["hreflang"] == "nl"
+    result = render_page(env, "approval_result", "nl", page_context("approval_result"))
+    assert Elements(result).find("a") == []
+
+
+def test_confirm_page_has_the_decision_form(env: jinja2.Environment, language: str) -> None:
+    context = page_context("approval_confirm")
+    html = render_page(env, "approval_confirm", language, context)
+    elements = Elements(html)
+
+    [form] = elements.find("form")
+    assert form == {"method": "post", "action": context["action_url"]}
+    hidden = [attrs for attrs in elements.find("input") if attrs.get("type") == "hidden"]
+    assert hidden == [{"type": "hidden", "name": "csrf_token", "value": "csrf-Zm9vYmFy"}]
+    tag, reason = elements.by_id("reason")
+    assert (tag, reason["name"]) == ("textarea", "reason")
+    for element_id, value in [("approve-button", "approve"), ("reject-button", "reject")]:
+        tag, button = elements.by_id(element_id)
+        assert tag == "button"
+        assert (button["type"], button["name"], button["value"]) == ("submit", "decision", value)
+    required = {"nl": "verplicht als je afwijst", "en": "required if you reject"}[language]
+    assert required in html
+
+
+def test_confirm_page_shows_people_plan_and_fingerprint(
+    env: jinja2.Environment, language: str
+) -> None:
+    html = render_page(env, "approval_confirm", language, page_context("approval_confirm"))
+
+    for expected in ["Zoë Ëmans", "E1042", "Mieke Jansen", "Jeroen Bakker", "2025-01-31"]:
+        assert expected in html
+    for item in PLAN:
+        assert item["label"] in html
+        assert item["target"] in html
+    assert '<code id="plan-fingerprint">3f9a1c0d7be2</code>' in html
+    assert {"nl": "Lidmaatschap", "en": "Membership"}[language] in html
+
+
+def test_confirm_page_flags_urgency(env: jinja2.Environment, language: str) -> None:
+    phrase = {"nl": "Ontslag op staande voet", "en": "Instant dismissal"}[language]
+    calm = render_page(env, "approval_confirm", language, page_context("approval_confirm"))
+    urgent = render_page(
+        env, "approval_confirm", language, page_context("approval_confirm", urgent=True)
+    )
+    assert phrase not in calm
+    assert phrase in urgent
+
+
+def test_confirm_page_shows_unknown_kinds_as_is(env: jinja2.Environment) -> None:
+    plan = [{"connector": "vpn", "kind": "certificate", "label": "VPN", "target": "cn=zoe"}]
+    html = render_page(env, "approval_confirm", "en", page_context("approval_confirm", plan=plan))
+    assert "<td>certificate</td>" in html
+
+
+@pytest.mark.parametrize(
+    ("decision", "next_steps_key"),
+    [("approve", "revoking"), ("approve", "resume_pending"), ("reject", "rejected")],
+)
+def test_result_page_says_what_happens_next(
+    env: jinja2.Environment, language: str, decision: str, next_steps_key: str
+) -> None:
+    context = page_context("approval_result", decision=decision, next_steps_key=next_steps_key)
+    html = render_page(env, "approval_result", language, context)
+    messages = load_messages(env, language)
+
+    assert f"<h1>{messages['result.title.' + decision]}</h1>" in html
+    assert f'<p id="next-steps">{messages["result.next." + next_steps_key]}</p>' in html
+
+
+@pytest.mark.parametrize("reason_key", ERROR_KEYS)
+def test_error_page_explains_every_reason(
+    env: jinja2.Environment, language: str, reason_key: str
+) -> None:
+    context = page_context(
+        "approval_error", reason_key=reason_key, detail="token signature mismatch"
+    )
+    html = render_page(env, "approval_error", language, context)
+    messages = load_messages(env, language)
+
+    for part in ("title", "text", "action"):
+        assert messages[f"error.{reason_key}.{part}"].replace("'", "&#39;") in html
+    assert "token signature mismatch" in html
+
+
+def test_error_page_without_detail_hides_it(env: jinja2.Environment) -> None:
+    html = render_page(env, "approval_error", "en", page_context("approval_error"))
+    assert "Technical details" not in html
+
+
+def test_unknown_error_key_fails_loudly(env: jinja2.Environment) -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        render_page(env, "approval_error", "en", page_context("approval_error", reason_key="oops"))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_escape_hostile_input(env: jinja2.Environment, name: str) -> None:
+    context = page_context(name)
+    if "leaver" in context:
+        context["leaver"] = leaver(HOSTILE_NAME)
+    else:
+        context["detail"] = HOSTILE_NAME
+    html = render_page(env, name, "nl", context)
+
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+# --- message catalogs ---------------------------------------------------------------------
+
+
+def catalog(language: str) -> dict[str, str]:
+    path = default_templates_dir() / "pages" / f"messages.{language}.json"
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_catalogs_have_exactly_the_same_keys() -> None:
+    dutch, english = catalog("nl"), catalog("en")
+    assert sorted(dutch) == sorted(english)
+
+
+def test_catalogs_use_the_same_placeholders() -> None:
+    dutch, english = catalog("nl"), catalog("en")
+    placeholder = re.compile(r"%\((\w+)\)s")
+    for key in dutch:
+        assert set(placeholder.findall(dutch[key])) == set(placeholder.findall(english[key])), key
+        assert dutch[key].strip(), key
+        assert english[key].strip(), key
+
+
+def test_catalogs_are_actually_translated() -> None:
+    dutch, english = catalog("nl"), catalog("en")
+    same = {key for key in dutch if dutch[key] == english[key]}
+    # Brand names and words Dutch borrowed from English are the only identical entries.
+    assert same <= {"site.name", "plan.kind.account"}
+
+
+def test_every_catalog_key_a_page_names_exists(env: jinja2.Environment) -> None:
+    pages = default_templates_dir() / "pages"
+    named = set()
+    for template in pages.glob("*.html"):
+        named |= set(re.findall(r"""t\[["']([a-z_.]+)["']\]""", template.read_text()))
+    assert named
+    assert named <= set(catalog("nl"))
+
+
+def test_broken_catalog_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "messages.en.json").write_text('{"a": {"nested": "no"}}')
+    with pytest.raises(ValueError, match="flat"):
+        load_messages(template_env(tmp_path), "en")
+
+
+# --- language choice ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preferred", "default", "expected"),
+    [
+        ("nl", "en", "nl"),
+        ("nl-NL", "en", "nl"),
+        ("NL", "en", "nl"),
+        ("nl_BE", "en", "nl"),
+        ("en_GB", "nl", "en"),
+        ("EN-us", "nl", "en"),
+        ("  en  ", "nl", "en"),
+        (None, "nl", "nl"),
+        ("", "en", "en"),
+        ("de-DE", "nl", "nl"),
+        ("fr", "en", "en"),
+        ("de-DE,de;q=0.9,en;q=0.8,nl;q=0.7", "nl", "en"),
+        ("de-DE,en;q=0.5,nl;q=0.9", "en", "nl"),
+        ("nl;q=0, en", "nl", "en"),
+        ("en;q=bogus, nl", "en", "nl"),
+        ("nl-NL, en-GB", "en", "nl"),
+    ],
+)
+def test_pick_language(preferred: str | None, default: str, expected: str) -> None:
+    assert pick_language(preferred, default) == expected
+
+
+def test_pick_language_refuses_an_unsupported_default() -> None:
+    with pytest.raises(ValueError, match="fr"):
+        pick_language("nl", "fr")

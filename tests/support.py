@@ -1,0 +1,93 @@
+"""Helpers the tests share (importable because pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from email.message import EmailMessage
+
+LINK = re.compile(r"https?://[^\s\"'<>]+/approvals/[A-Za-z0-9._\-]+")
+
+
+def text_of(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return part.get_content()  # type: ignore[no-any-return]
+
+
+def link_in(message: EmailMessage) -> str:
+    links = LINK.findall(text_of(message))
+    assert links, "no approval link in the email"
+    return links[0]
+
+
+def random_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# -- the running service ----------------------------------------------------
+
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import ldap3  # noqa: E402
+
+CSRF = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "no csrf_token in the confirmation page"
+    return found.group(1)
+
+
+def decide(link: str, decision: str, reason: str = "") -> httpx.Response:
+    """What a manager does: open the link (GET), then press a button (POST)."""
+    with httpx.Client(timeout=60) as browser:
+        page = browser.get(link)
+        assert page.status_code == 200, page.text
+        return browser.post(
+            link, data={"decision": decision, "reason": reason, "csrf_token": csrf_of(page.text)}
+        )
+
+
+def flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def wait_for_state(
+    api_url: str, flow_run_id: str, *types: str, timeout: float = 90
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        run = flow_run(api_url, flow_run_id)
+        if run["state"]["type"] in types:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"run stayed {run.get('state', {}).get('type')}, wanted {types}")
+
+
+def groups_with(conn: ldap3.Connection, base: str, dn: str, uid: str) -> list[str]:
+    conn.search(
+        base,
+        f"(|(member={ldap3.utils.conv.escape_filter_chars(dn)})(memberUid={uid}))",
+        attributes=["cn"],
+    )
+    return sorted(e.entry_dn for e in conn.entries)
+
+
+def is_locked(conn: ldap3.Connection, dn: str) -> bool:
+    conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["pwdAccountLockedTime"])
+    return bool(conn.entries and conn.entries[0]["pwdAccountLockedTime"].values)
+
+
+def can_bind(url: str, dn: str, password: str) -> bool:
+    conn = ldap3.Connection(ldap3.Server(url), user=dn, password=password)
+    try:
+        return bool(conn.bind())
+    finally:
+        conn.unbind()
