@@ -1,5 +1,7 @@
 """The one contract every target system fits: inventory, revoke, verify, check.
 
+Every implementation passes the conformance suite in `connectors/testing.py`.
+
 A connector maps one leaver to the access they hold in one system, removes it
 grant by grant, and proves afterwards what is left. Connectors never read
 settings, Prefect or the database: their config and client are passed in.
@@ -131,7 +133,7 @@ class SubjectNotFound(PermanentError):
 
 @runtime_checkable
 class Connector(Protocol):
-    """One target system. Every implementation passes tests/connectors/conformance.py."""
+    """One target system."""
 
     name: str
 
