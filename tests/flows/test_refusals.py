@@ -138,7 +138,7 @@ def flow_state(stack, case: OpenCase) -> str:  # type: ignore[no-untyped-def]
 
 def test_expired_tampered_and_reused_links(stack) -> None:  # type: ignore[no-untyped-def]
     case = open_case(stack, "E1005", "fmeijer", "Fleur Meijer")
-    (first_to, first), (second_to, second), *_ = sorted(case.links.items())
+    (_, first), (second_to, second), *_ = sorted(case.links.items())
 
     # tampered: one character of the signed token changed
     tampered = first[:-3] + ("x" if first[-3] != "x" else "y") + first[-2:]
@@ -226,7 +226,7 @@ def test_forged_resume_through_prefect_is_refused_and_the_run_waits_again(stack)
 
 def test_a_grant_that_appears_after_approval_needs_a_new_approval(stack) -> None:  # type: ignore[no-untyped-def]
     case = open_case(stack, "E1010", "rpeters", "Ruben Peters")
-    (first_to, first), (_, second), *_ = sorted(case.links.items())
+    (_, first), (_, second), *_ = sorted(case.links.items())
     old_plan = latest_plan(stack.engine, case.case_id)
     assert old_plan is not None
     new_group = f"cn=finance,{stack.directory.groups_base}"

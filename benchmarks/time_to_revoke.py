@@ -1,0 +1,159 @@
+"""Time from a second manager's approval POST to the completed run, for the demo leaver.
+
+Starts the whole service on its embedded defaults (SQLite, local Prefect server,
+outbox), a throwaway slapd with the demo organisation, and offboards Jan de Vries
+(E1042, five groups) several times, restoring his access between rounds.
+
+    .venv/bin/python benchmarks/time_to_revoke.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import ldap3
+
+from offboarding.cli import send_event, termination_event
+from offboarding.demo import approval_links
+from offboarding.localdir import LocalDirectory
+from offboarding.localdir_seed import DemoOrg, seed_demo_org
+from offboarding.logging import configure_logging
+from offboarding.service import free_port, run_service
+from offboarding.settings import Settings
+
+CSRF = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
+
+
+def restore_leaver(directory: LocalDirectory, org: DemoOrg, password: str) -> None:
+    """Give the leaver back everything the previous round took away."""
+    conn = directory.admin_connection()
+    try:
+        for group in org.leaver_group_dns:
+            conn.search(group, "(objectClass=posixGroup)", search_scope=ldap3.BASE)
+            attribute, value = (
+                ("memberUid", org.leaver_uid) if conn.entries else ("member", org.leaver_dn)
+            )
+            conn.search(
+                group,
+                f"({attribute}={ldap3.utils.conv.escape_filter_chars(value)})",
+                search_scope=ldap3.BASE,
+            )
+            if not conn.entries:
+                conn.modify(group, {attribute: [(ldap3.MODIFY_ADD, [value])]})
+        conn.modify(
+            org.leaver_dn,
+            {
+                "pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [])],
+                "pwdReset": [(ldap3.MODIFY_DELETE, [])],
+            },
+        )
+    except ldap3.core.exceptions.LDAPNoSuchAttributeResult:
+        pass
+    finally:
+        conn.unbind()
+    conn = directory.admin_connection()
+    conn.modify(org.leaver_dn, {"userPassword": [(ldap3.MODIFY_REPLACE, [password])]})
+    conn.unbind()
+
+
+def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(seconds from intake to approval email, seconds from approval POST to completion)."""
+    since = time.time() - 0.5
+    t_intake = time.perf_counter()
+    response = send_event(
+        base_url=running.web_url,
+        secret=settings.hris_secret.get_secret_value(),
+        event=termination_event(
+            employee_id=org.leaver_id,
+            email=org.leaver_email,
+            display_name=org.leaver_name,
+            requested_by=org.requester_id,
+        ),
+    )
+    response.raise_for_status()
+    flow_run_id = response.json()["flow_run_id"]
+    links: list[tuple[str, str]] = []
+    while not links:
+        time.sleep(0.05)
+        links = approval_links(settings.outbox_dir, since)
+    to_email = time.perf_counter() - t_intake
+    link = links[0][1]
+    with httpx.Client(timeout=60) as browser:
+        page = browser.get(link)
+        while page.status_code != 200:  # the run may still be on its way to suspending
+            time.sleep(0.05)
+            page = browser.get(link)
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        posted_at = time.time()
+        result = browser.post(link, data={"decision": "approve", "csrf_token": token})
+        result.raise_for_status()
+    while True:
+        run = httpx.get(f"{running.api_url}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"):
+            break
+        time.sleep(0.05)
+    if run["state"]["type"] != "COMPLETED":
+        raise SystemExit(f"run ended {run['state']['type']}: {run['state'].get('message')}")
+    ended = datetime.fromisoformat(run["end_time"]).timestamp()
+    return to_email, ended - posted_at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    configure_logging(level=logging.WARNING)
+    password = "Bench-" + secrets.token_urlsafe(8)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        with LocalDirectory.start(
+            home / "slapd", admin_password=secrets.token_urlsafe(16)
+        ) as directory:
+            org = seed_demo_org(directory, password=password)
+            settings = Settings(
+                home=home / "home",
+                port=free_port(),
+                prefect_port=free_port(),
+                connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+            )
+            started = time.perf_counter()
+            with run_service(settings, quiet=True) as running:
+                print(
+                    f"service up in {time.perf_counter() - started:.1f} s "
+                    f"(Prefect server on SQLite, runner, web app)"
+                )
+                to_emails, to_done = [], []
+                for n in range(1, args.rounds + 1):
+                    restore_leaver(directory, org, password)
+                    to_email, to_complete = one_round(running, settings, org)
+                    to_emails.append(to_email)
+                    to_done.append(to_complete)
+                    print(
+                        f"round {n}: intake -> approval email {to_email:.2f} s; "
+                        f"approval POST -> run completed {to_complete:.2f} s"
+                    )
+    print(
+        f"leaver: {org.leaver_name} ({org.leaver_id}), "
+        f"{len(org.leaver_group_dns)} groups + lock + password"
+    )
+    print(
+        f"approval POST -> completed, median of {len(to_done)}: {statistics.median(to_done):.2f} s "
+        f"(min {min(to_done):.2f}, max {max(to_done):.2f})"
+    )
+    print(
+        f"intake -> approval email, median: {statistics.median(to_emails):.2f} s "
+        f"(min {min(to_emails):.2f}, max {max(to_emails):.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
