@@ -38,11 +38,14 @@ CSRF_COOKIE = "offboarding_csrf"
 
 
 class PageError(Exception):
-    def __init__(self, reason_key: str, status: int, detail: str = "") -> None:
+    def __init__(
+        self, reason_key: str, status: int, detail: str = "", language: str | None = None
+    ) -> None:
         super().__init__(reason_key)
         self.reason_key = reason_key
         self.status = status
         self.detail = detail
+        self.language = language  # the approver's, once the link is known to be genuine
 
 
 @dataclass
@@ -98,17 +101,18 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
             or req.plan_hash != claims.plan_hash
         ):
             raise PageError("invalid", 400)
+        lang = req.language
         if req.used_at is not None:
-            raise PageError("already_used", 409)
+            raise PageError("already_used", 409, language=lang)
         if utcnow() > req.expires_at:
-            raise PageError("expired", 410)
+            raise PageError("expired", 410, language=lang)
         if case.status != CaseStatus.AWAITING_APPROVAL:
-            raise PageError("already_decided", 409)
+            raise PageError("already_decided", 409, language=lang)
         current = latest_plan(engine, case.id)
         if current is None or current.plan_hash != claims.plan_hash:
-            raise PageError("plan_changed", 409)
+            raise PageError("plan_changed", 409, language=lang)
         if decided(engine, case.id, claims.plan_hash, services.policy) != Verdict.PENDING:
-            raise PageError("already_decided", 409)
+            raise PageError("already_decided", 409, language=lang)
         return Opened(claims, req, case, RevocationPlan.from_canonical(current.canonical))
 
     def view_context(opened: Opened) -> dict[str, Any]:
@@ -142,7 +146,7 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
         try:
             opened = await run_in_threadpool(open_link, token)
         except PageError as error:
-            return error_page(request, error, language(request, None))
+            return error_page(request, error, language(request, error.language))
         lang = language(request, opened.request.language)
         nonce, csrf = services.links.new_csrf(opened.request.id)
         context = await run_in_threadpool(view_context, opened)
@@ -197,7 +201,9 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
                 raise PageError("bad_request", 400, "a reason is required to reject")
             recorded = await run_in_threadpool(record_decision, opened, Decision(decision), reason)
         except PageError as error:
-            return error_page(request, error, lang)
+            return error_page(
+                request, error, language(request, error.language) if error.language else lang
+            )
         resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
         audit.record(
             engine,
@@ -215,6 +221,7 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
             request,
             "approval_result",
             lang,
+            switch_url=None,  # the page's URL is the used link: switching would reopen it
             decision=decision,
             leaver={
                 "employee_id": opened.case.employee_id,

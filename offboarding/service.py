@@ -34,7 +34,7 @@ EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the service process
 
 
 def free_port() -> int:
@@ -107,19 +107,27 @@ class RunningService:
         return f"http://127.0.0.1:{self.api_port}/api"
 
     def stop(self) -> None:
-        if self.web_server is not None:
-            self.web_server.should_exit = True
-        if self.web_thread is not None:
-            self.web_thread.join(timeout=10)
-        for process in reversed(self.processes):
-            _stop_process(process)
-        self.processes.clear()
+        # A second Ctrl-C must not cut the shutdown short and orphan a child.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        try:
+            if self.web_server is not None:
+                self.web_server.should_exit = True
+            if self.web_thread is not None:
+                self.web_thread.join(timeout=10)
+            for process in reversed(self.processes):
+                _stop_process(process)
+            self.processes.clear()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
-    for sig, wait in ((signal.SIGTERM, 8.0), (signal.SIGTERM, 4.0), (signal.SIGKILL, 5.0)):
+    # The Prefect runner does not always act on the first SIGTERM: escalate.
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         try:

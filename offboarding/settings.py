@@ -34,6 +34,10 @@ class PeopleSettings(BaseModel):
     connector: str = "directory"  # name of a configured connector that can act as directory
 
 
+def _secret_key(key: str) -> bool:
+    return any(hint in key.lower() for hint in ("password", "secret", "token", "key"))
+
+
 def _home_from_env() -> Path:
     return Path(os.environ.get("OFFBOARDING_HOME", ".offboarding"))
 
@@ -105,6 +109,15 @@ class Settings(BaseSettings):
             if "kind" not in config:
                 raise ValueError(f'connector #{index + 1} needs a kind (e.g. kind = "ldap")')
             config.setdefault("name", config["kind"] if config["kind"] != "ldap" else "directory")
+            for key, item in list(config.items()):
+                if isinstance(item, str) and item.startswith("env:"):
+                    variable = item[4:]
+                    if variable not in os.environ:
+                        raise ValueError(
+                            f"connector {config['name']!r}: {key} refers to the environment "
+                            f"variable {variable}, which is not set"
+                        )
+                    config[key] = os.environ[variable]
             if config["name"] in names:
                 raise ValueError(f"two connectors are named {config['name']!r}; names must differ")
             names.add(config["name"])
@@ -128,6 +141,15 @@ class Settings(BaseSettings):
                     + " to a random value of at least 16 characters"
                 )
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "connectors":
+                value = [
+                    {k: ("**********" if _secret_key(k) else v) for k, v in c.items()}
+                    for c in self.connectors
+                ]
+            yield name, value
 
     # -- derived values -------------------------------------------------------
 

@@ -158,7 +158,7 @@ def reject_with_reason(page: Page, reason: str) -> None:
 
 
 def test_manager_approves_in_the_browser(stack, page: Page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    employee_id, uid, name = THIJS
+    _, uid, name = THIJS
     dn = f"uid={uid},{stack.directory.users_base}"
     admin = stack.directory.admin_connection()
     groups_before = groups_with(admin, stack.directory.groups_base, dn, uid)
@@ -255,7 +255,7 @@ def test_page_speaks_the_approvers_language_and_switches(stack, page: Page) -> N
 
 
 def test_reject_needs_a_reason_and_keeps_all_access(stack, page: Page) -> None:  # type: ignore[no-untyped-def]
-    employee_id, uid, name = SOPHIE
+    _, uid, name = SOPHIE
     dn = f"uid={uid},{stack.directory.users_base}"
     admin = stack.directory.admin_connection()
     groups_before = groups_with(admin, stack.directory.groups_base, dn, uid)
@@ -284,9 +284,10 @@ def test_reject_needs_a_reason_and_keeps_all_access(stack, page: Page) -> None: 
     assert flow_run(stack.running.api_url, requested.flow_run_id)["state"]["type"] == "PAUSED"
     assert decisions_for(stack, requested.case_id) == []
 
-    reason = "Sophie's contract was extended until the end of the quarter."
+    reason = f"The contract of {name} was extended until the end of the quarter."
     reject_with_reason(page, reason)
     assert page.locator("h1").inner_text() == WORDING[lang]["rejected"]
+    assert name in page.locator("[role=status]").inner_text()
     assert WORDING[lang]["nothing_revoked"] in page.locator("#next-steps").inner_text()
 
     run = wait_for_state(
@@ -304,9 +305,11 @@ def test_reject_needs_a_reason_and_keeps_all_access(stack, page: Page) -> None: 
     ]
     # the result page promised the requester an email with the reason
     stack.mailbox.wait_for(
-        lambda m: requested.case_id in text_of(m)
-        and recipient(m) == "hbakker@example.test"
-        and reason in text_of(m),
+        lambda m: (
+            requested.case_id in text_of(m)
+            and recipient(m) == "hbakker@example.test"
+            and reason in text_of(m)
+        ),
         timeout=RUN_TIMEOUT_S,
     )
     assert groups_with(admin, stack.directory.groups_base, dn, uid) == groups_before
