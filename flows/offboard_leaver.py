@@ -10,7 +10,7 @@ idempotent and reads its state from the database.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from prefect import flow, get_run_logger, task
@@ -30,9 +30,17 @@ from connectors.base import AccessGrant, Outcome, TransientError
 from offboarding import audit, notify
 from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
 from offboarding.logging import bind_case, configure_logging
+from offboarding.mail import TransientMailError
 from offboarding.models import TERMINAL_STATUSES, Case, CaseStatus, PlanStatus, RevocationPlanRecord
 from offboarding.plan import unapproved_grants
-from offboarding.revocation import inventory_all, load_plan, revoke_one, store_plan, verify_all
+from offboarding.revocation import (
+    VerificationReport,
+    inventory_all,
+    load_plan,
+    revoke_one,
+    store_plan,
+    verify_all,
+)
 from offboarding.services import Services, build_services
 from offboarding.settings import get_settings
 
@@ -52,7 +60,7 @@ class DecisionInput(RunInput, SignedDecision):
 def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except TransientError:
+    except (TransientError, TransientMailError):
         return True
     except Exception:  # noqa: BLE001 - anything else is not worth a retry
         return False
@@ -67,12 +75,25 @@ def load_case(services: Services, case_id: str) -> Case:
     return case
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_transient_only,
-    cache_policy=NO_CACHE,
-)
+def resilient(fn: Any) -> Any:
+    """A task that talks to a peer: retried with backoff, but only on transient errors.
+
+    The delays here are defaults; the flow applies `retry_delays_seconds` from settings.
+    """
+    return task(
+        retries=3,
+        retry_delay_seconds=[2, 10, 30],
+        retry_condition_fn=_transient_only,
+        cache_policy=NO_CACHE,
+    )(fn)
+
+
+def with_retries(services: Services, step: Any) -> Any:
+    delays = services.settings.retry_delays_seconds
+    return step.with_options(retries=len(delays), retry_delay_seconds=delays)
+
+
+@resilient
 def take_inventory(services: Services, case: Case) -> list[AccessGrant]:
     return inventory_all(services, leaver_of(case))
 
@@ -83,7 +104,7 @@ def plan_for(services: Services, case: Case) -> RevocationPlanRecord:
     record = latest_plan(services.engine, case.id)
     if record is not None and record.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
         return record
-    return new_plan(services, case, take_inventory(services, case))
+    return new_plan(services, case, with_retries(services, take_inventory)(services, case))
 
 
 def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
@@ -99,7 +120,7 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
     return record
 
 
-@task(cache_policy=NO_CACHE)
+@resilient
 def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecord) -> None:
     for link in request_approvals(services, case, record):
         get_run_logger().info("approval requested from %s", link.approver.employee_id)
@@ -110,28 +131,41 @@ def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecor
             sys.stdout.flush()
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=_transient_only,
-    cache_policy=NO_CACHE,
-)
+@resilient
 def revoke(services: Services, case: Case, plan_id: str, grant: AccessGrant) -> Outcome:
     return revoke_one(services, case_id=case.id, plan_id=plan_id, grant=grant)
+
+
+@resilient
+def verify(services: Services, case: Case) -> VerificationReport:
+    return verify_all(services, case.id, leaver_of(case))
+
+
+@resilient
+def settled_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
+    """The verdict of the recorded decisions that pass every rule now (managers read live)."""
+    return valid_verdict(services, case, record)
+
+
+@resilient
+def check_decision(
+    services: Services, case: Case, record: RevocationPlanRecord, received: SignedDecision
+) -> list[str]:
+    return check_run_input(services, case, record, received)
 
 
 def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
     """Suspend until a valid decision settles the plan; refuse and re-suspend on anything else."""
     attempt = 0
     while True:
-        verdict = valid_verdict(services, case, record)
+        verdict = with_retries(services, settled_verdict)(services, case, record)
         if verdict != Verdict.PENDING:
             return verdict
         attempt += 1
         key = f"decision-{record.plan_hash[:16]}-{attempt}"
         set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
         received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
-        problems = check_run_input(services, case, record, received)
+        problems = with_retries(services, check_decision)(services, case, record, received)
         if problems:
             audit.record(
                 services.engine,
@@ -156,7 +190,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
     try:
         record = plan_for(services, case)
         while True:
-            ask_for_approval(services, case, record)
+            with_retries(services, ask_for_approval)(services, case, record)
             verdict = await_verdict(services, case, record)
             if verdict == Verdict.REJECTED:
                 set_plan_status(services.engine, record.id, PlanStatus.REJECTED)
@@ -166,7 +200,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
                 notify.rejected(services, case, record)
                 return CaseStatus.REJECTED.value
             set_plan_status(services.engine, record.id, PlanStatus.APPROVED)
-            current = take_inventory(services, case)
+            current = with_retries(services, take_inventory)(services, case)
             extra = unapproved_grants(load_plan(record), current)
             if not extra:
                 break
@@ -179,9 +213,30 @@ def offboard_leaver(request: OffboardRequest) -> str:
             )
             record = new_plan(services, case, current)
         return revoke_and_verify(services, case, record)
+    except NeedsAttention:
+        raise  # already recorded and reported
     except NoEligibleApprover as exc:
-        notify.needs_attention(services, case, str(exc), done=[], not_done=["approval"])
-        raise
+        stop_for_attention(services, case, str(exc), done=[], not_done=["second-manager approval"])
+    except Exception as exc:  # noqa: BLE001 - any failure must leave a visible, resumable case
+        stop_for_attention(
+            services, case, f"{type(exc).__name__}: {exc}", done=[], not_done=["see the run logs"]
+        )
+
+
+class NeedsAttention(Exception):
+    """The case stopped in a state a person must look at; the run fails visibly.
+
+    Fix the cause, then retry the run in the Prefect UI: every step is idempotent and
+    an approval already given still counts.
+    """
+
+
+def stop_for_attention(
+    services: Services, case: Case, problem: str, *, done: list[str], not_done: list[str]
+) -> NoReturn:
+    set_status(services.engine, case.id, CaseStatus.NEEDS_ATTENTION, problem)
+    notify.needs_attention(services, case, problem, done=done, not_done=not_done)
+    raise NeedsAttention(f"case {case.id} needs attention: {problem}")
 
 
 def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:
@@ -190,28 +245,25 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     outcomes: list[Outcome] = []
     failures: list[str] = []
     for step in plan.steps:
-        future = revoke.submit(services, case, record.id, step.grant)
+        future = with_retries(services, revoke).submit(services, case, record.id, step.grant)
         try:
             outcomes.append(future.result())
         except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
             failures.append(f"{step.grant.label}: {type(exc).__name__}: {exc}")
-    report = verify_all(services, case.id, leaver_of(case))
+    report = with_retries(services, verify)(services, case)
     create_markdown_artifact(
         key=f"evidence-{case.id[:12]}",
         markdown=notify.evidence_markdown(services, case, record, outcomes, report, failures),
         description=f"Evidence for {case.employee_id} ({case.display_name})",
     )
     if failures or not report.clean:
-        problem = "; ".join(failures) or "access remains after revocation"
-        set_status(services.engine, case.id, CaseStatus.NEEDS_ATTENTION, problem)
-        notify.needs_attention(
+        stop_for_attention(
             services,
             case,
-            problem,
+            "; ".join(failures) or "access remains after revocation",
             done=[o.grant.label for o in outcomes],
             not_done=[*failures, *(g.label for g in report.remaining)],
         )
-        raise RuntimeError(f"case {case.id} needs attention: {problem}")
     set_status(services.engine, case.id, CaseStatus.COMPLETED)
     audit.record(services.engine, action="case.completed", actor="service", case_id=case.id)
     notify.completed(services, case, record, outcomes, report)

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     connectors: list[dict[str, Any]] = Field(default_factory=list)
 
     deployment: str = "offboard-leaver/offboard-leaver"
+    retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
     dry_run: bool = False
 
     @classmethod

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -132,7 +133,12 @@ class Stack:
 
 
 def start_stack(
-    tmp: Path, database_url: str | None, smtp: tuple[str, int, object]
+    tmp: Path,
+    database_url: str | None,
+    smtp: tuple[str, int, Mailbox],
+    *,
+    connector: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> Iterator[Stack]:
     password = "Pw-" + secrets.token_urlsafe(12)
     with LocalDirectory.start(tmp / "slapd", admin_password=secrets.token_urlsafe(16)) as directory:
@@ -146,7 +152,12 @@ def start_stack(
             smtp=SmtpSettings(host=host, port=port, starttls=False),
             hris_secret=secrets.token_urlsafe(24),  # type: ignore[arg-type]
             signing_key=secrets.token_urlsafe(24),  # type: ignore[arg-type]
-            connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+            connectors=[
+                directory.connector_config(
+                    managers_group=org.managers_group_dn, **(connector or {})
+                )
+            ],
+            **overrides,
         )
         with run_service(settings, quiet=True) as running:
             services = build_services(settings, engine=make_engine(settings.resolved_database_url))

@@ -1,0 +1,128 @@
+"""Failures leave a case a person can see and resume: transient ones are retried,
+permanent ones stop the case in "needs attention" with what was and was not done."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import Stack, start_stack
+from sqlmodel import Session
+from support import can_bind, decide, groups_with, is_locked, link_in, text_of, wait_for_state
+
+from offboarding.audit import events_for_case, verify_chain
+from offboarding.cli import send_event, termination_event
+from offboarding.models import Case, CaseStatus
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def fragile_stack(tmp_path_factory, smtp_server, new_postgres_database) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """A directory where emptying a group is a permanent error, with short timeouts and retries."""
+    yield from start_stack(
+        tmp_path_factory.mktemp("fragile"),
+        new_postgres_database(),
+        smtp_server,
+        connector={"empty_group_placeholder": None, "timeout_seconds": 1},
+        retry_delays_seconds=[1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+    )
+
+
+def start_case(stack: Stack, employee_id: str, uid: str, name: str) -> tuple[str, str, str]:
+    response = send_event(
+        base_url=stack.running.web_url,
+        secret=stack.settings.hris_secret.get_secret_value(),
+        event=termination_event(
+            employee_id=employee_id,
+            email=f"{uid}@example.test",
+            display_name=name,
+            requested_by=stack.org.requester_id,
+        ),
+    )
+    assert response.status_code == 202, response.text
+    case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
+    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
+    email = stack.mailbox.wait_for(lambda m: case_id in text_of(m) and "/approvals/" in text_of(m))
+    return case_id, flow_run_id, link_in(email[0])
+
+
+def status_of(stack: Stack, case_id: str) -> Case:
+    with Session(stack.engine) as session:
+        case = session.get(Case, case_id)
+        assert case is not None
+        return case
+
+
+def test_a_directory_outage_during_the_run_is_retried_and_the_case_completes(fragile_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = fragile_stack
+    case_id, flow_run_id, link = start_case(stack, "E1020", "zkuipers", "Zoë Kuipers")
+    slapd = stack.directory.pid
+    assert decide(link, "approve").status_code == 200
+    os.kill(slapd, signal.SIGSTOP)  # the directory stops answering (connections hang)
+    resumed = threading.Timer(9.0, os.kill, args=(slapd, signal.SIGCONT))
+    resumed.start()
+    try:
+        run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    finally:
+        resumed.join()
+        os.kill(slapd, signal.SIGCONT)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    tasks = httpx.post(
+        f"{stack.running.api_url}/task_runs/filter",
+        json={"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}},
+    ).json()
+    assert any(t["run_count"] > 1 for t in tasks), "a step should have been retried"
+    assert status_of(stack, case_id).status == CaseStatus.COMPLETED
+    dn = f"uid=zkuipers,{stack.directory.users_base}"
+    assert not can_bind(stack.directory.url, dn, stack.password)
+
+
+def test_a_permanent_failure_stops_in_needs_attention_and_resumes_after_a_fix(
+    fragile_stack,
+) -> None:  # type: ignore[no-untyped-def]
+    stack = fragile_stack
+    org = stack.org
+    only_member_group = f"cn=legacy-ftp,{stack.directory.groups_base}"
+    case_id, flow_run_id, link = start_case(stack, org.leaver_id, org.leaver_uid, org.leaver_name)
+    assert decide(link, "approve").status_code == 200
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    assert run["state"]["type"] == "FAILED"
+
+    case = status_of(stack, case_id)
+    assert case.status == CaseStatus.NEEDS_ATTENTION
+    assert "legacy-ftp" in case.status_detail
+    admin = stack.directory.admin_connection()
+    left = groups_with(admin, stack.directory.groups_base, org.leaver_dn, org.leaver_uid)
+    assert left == [only_member_group]  # everything else was done
+    assert is_locked(admin, org.leaver_dn)
+    notice = stack.mailbox.wait_for(
+        lambda m: (
+            case_id in text_of(m)
+            and "legacy-ftp" in text_of(m)
+            and "hbakker@example.test" in str(m["To"])
+        )
+    )
+    assert notice
+    assert "case.needs_attention" in [e.action for e in events_for_case(stack.engine, case_id)]
+
+    # a person fixes the cause (the group gets another member) and retries the run
+    admin.modify(
+        only_member_group,
+        {"member": [("MODIFY_ADD", [f"uid=bmulder,{stack.directory.users_base}"])]},
+    )
+    response = httpx.post(
+        f"{stack.running.api_url}/flow_runs/{flow_run_id}/set_state",
+        json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+    )
+    assert response.status_code in (200, 201), response.text
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert groups_with(admin, stack.directory.groups_base, org.leaver_dn, org.leaver_uid) == []
+    admin.unbind()
+    assert status_of(stack, case_id).status == CaseStatus.COMPLETED
+    assert verify_chain(stack.engine).ok
