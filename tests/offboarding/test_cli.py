@@ -1,0 +1,193 @@
+"""The two commands a newcomer runs, as real processes: `offboarding demo` and `offboarding up`."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import decide, wait_for_state
+
+from offboarding.localdir import LocalDirectory
+from offboarding.service import free_port
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "offboarding.cli"]
+
+
+class Console:
+    """A running command's output, collected line by line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text)
+            if found:
+                return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} not printed; output:\n{self.text[-3000:]}")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    started: list[subprocess.Popen[str]] = []
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Console:
+        process = subprocess.Popen(
+            [*CLI, *args],
+            cwd=tmp_path,
+            env={**os.environ, "OFFBOARDING_HOME": str(tmp_path / "home"), **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        return Console(process)
+
+    yield run
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def stop_with_ctrl_c(console: Console) -> None:
+    helpers = children_of(console.process.pid)
+    assert helpers, "the command should have started the Prefect server and the runner"
+    console.process.send_signal(signal.SIGINT)
+    assert console.process.wait(timeout=60) == 0
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in helpers if alive(pid)], "Ctrl-C must stop everything it started"
+
+
+def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    web, prefect = free_port(), free_port()
+    console = run_cli("demo", "--port", str(web), env={"OFFBOARDING_PREFECT_PORT": str(prefect)})
+    console.wait_for(rf"Web app \(HRIS intake, approvals\): http://127.0.0.1:{web}")
+    console.wait_for(rf"Prefect UI \(management view\): +http://127.0.0.1:{prefect}")
+    console.wait_for(r"Open one approval link as a second manager")
+    links = re.findall(
+        r"^  \S+@example\.test: (http\S+)$",
+        console.wait_for(r"\(emails are in").string,
+        flags=re.MULTILINE,
+    )
+    assert len(links) == 3  # three managers besides the requester
+    flow_run_id = re.search(r'"flow_run_id":"([0-9a-f-]+)"', console.text).group(1)  # type: ignore[union-attr]
+
+    assert decide(links[0], "approve").status_code == 200
+    api = f"http://127.0.0.1:{prefect}/api"
+    run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED")
+    assert run["state"]["type"] == "COMPLETED"
+    assert run["name"] == "offboard-E1042-jdevries"
+
+    audit = subprocess.run(
+        [*CLI, "audit", "verify"],
+        env={**os.environ, "OFFBOARDING_HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert audit.returncode == 0, audit.stderr
+    assert "hash chain verified" in audit.stdout
+    stop_with_ctrl_c(console)
+    assert (tmp_path / "home" / "offboarding.db").is_file()  # SQLite in the data dir
+    assert list((tmp_path / "home" / "outbox").glob("*.eml"))
+
+
+def test_up_without_connectors_says_what_to_do(run_cli) -> None:  # type: ignore[no-untyped-def]
+    console = run_cli("up")
+    assert console.process.wait(timeout=60) == 2
+    assert "No connectors configured" in console.text and "config.toml" in console.text
+
+
+def test_up_refuses_default_secrets_in_production(run_cli) -> None:  # type: ignore[no-untyped-def]
+    console = run_cli("up", env={"OFFBOARDING_ENV": "production"})
+    assert console.process.wait(timeout=60) == 2
+    assert "OFFBOARDING_HRIS_SECRET" in console.text
+
+
+def test_up_runs_the_service_from_the_config_file_and_stops_on_ctrl_c(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    admin_password = secrets.token_urlsafe(16)
+    with LocalDirectory.start(tmp_path / "slapd", admin_password=admin_password) as directory:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f"""
+[[connectors]]
+kind = "ldap"
+url = "{directory.url}"
+bind_dn = "{directory.admin_dn}"
+bind_password = "env:TEST_DIRECTORY_PASSWORD"
+users_base = "{directory.users_base}"
+groups_base = "{directory.groups_base}"
+lockout_policy_dn = "{directory.default_policy_dn}"
+"""
+        )
+        web, prefect = free_port(), free_port()
+        console = run_cli(
+            "up",
+            "--port",
+            str(web),
+            env={
+                "OFFBOARDING_PREFECT_PORT": str(prefect),
+                "TEST_DIRECTORY_PASSWORD": admin_password,
+            },
+        )
+        console.wait_for("Press Ctrl-C to stop.")
+        assert httpx.get(f"http://127.0.0.1:{web}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{prefect}/api/health").status_code == 200
+        deployment = httpx.get(
+            f"http://127.0.0.1:{prefect}/api/deployments/name/offboard-leaver/offboard-leaver"
+        )
+        assert deployment.status_code == 200
+        assert admin_password not in console.text
+        stop_with_ctrl_c(console)
