@@ -88,6 +88,33 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
     run_demo(_settings(host, port, env="demo"))
 
 
+@app.command()
+def check() -> None:
+    """Check every configured connector (reach, rights, lockout policy) and the managers list."""
+    from connectors.registry import build_connector, build_people_directory
+
+    settings = _settings()
+    if not settings.connectors:
+        typer.secho("No connectors configured.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    healthy = True
+    for config in settings.connectors:
+        health = build_connector(config).check()
+        healthy &= health.ok
+        mark = "ok" if health.ok else "NEEDS ATTENTION"
+        typer.echo(f"{config['name']} ({config['kind']}): {mark}")
+        for message in health.messages:
+            typer.echo(f"  - {message}")
+    managers = build_people_directory(
+        settings.connector_config(settings.people.connector)
+    ).managers()
+    typer.echo(f"managers who can approve: {len(managers)}")
+    if len(managers) < 2:
+        healthy = False
+        typer.echo("  - four-eyes needs at least two managers: the requester never approves")
+    raise typer.Exit(0 if healthy else 1)
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit hash chain; non-zero exit names the first bad event."""

@@ -26,6 +26,7 @@ from offboarding.runs import OrchestratorUnavailable, RunGateway
 from offboarding.services import Services
 
 log = structlog.get_logger(__name__)
+MAX_EVENT_BYTES = 64 * 1024
 _CASE_NAMESPACE = uuid.UUID("5b0f6a0e-2f43-4c1c-9a55-0ff0b0a4d1e2")
 
 
@@ -49,7 +50,16 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
             ),
         ] = None,
     ) -> None:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+            raise HTTPException(
+                status_code=413, detail=f"event larger than {MAX_EVENT_BYTES} bytes"
+            )
         body = await request.body()
+        if len(body) > MAX_EVENT_BYTES:
+            raise HTTPException(
+                status_code=413, detail=f"event larger than {MAX_EVENT_BYTES} bytes"
+            )
         keys = [settings.hris_secret.get_secret_value()]
         if settings.hris_previous_secret is not None:
             keys.append(settings.hris_previous_secret.get_secret_value())
@@ -76,6 +86,7 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
         responses={
             200: {"model": IntakeAccepted, "description": "Event already received: same case"},
             401: {"description": "Missing, invalid or stale signature"},
+            413: {"description": "Body larger than 64 KiB"},
             422: {"description": "Malformed body, missing field, or unknown employee"},
             503: {"description": "Workflow engine unavailable; nothing was created, resend later"},
         },
@@ -123,6 +134,7 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
                     event_id=event.id,
                     run_name=run_name(event.employee.id, event.employee.email),
                     scheduled_time=scheduled,
+                    urgent=event.urgent,
                 )
             except OrchestratorUnavailable as exc:
                 session.rollback()

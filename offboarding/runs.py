@@ -26,7 +26,13 @@ class RunGateway:
         self.deployment = deployment
 
     async def start(
-        self, *, case_id: str, event_id: str, run_name: str, scheduled_time: datetime | None
+        self,
+        *,
+        case_id: str,
+        event_id: str,
+        run_name: str,
+        scheduled_time: datetime | None,
+        urgent: bool = False,
     ) -> str:
         """Create the run; the event id is the idempotency key, so a resend returns the same run."""
         try:
@@ -38,7 +44,7 @@ class RunGateway:
                 scheduled_time=scheduled_time,
                 timeout=0,
                 as_subflow=False,
-                tags=["offboarding"],
+                tags=["offboarding", *(["urgent"] if urgent else [])],
             )
         except Exception as exc:
             raise OrchestratorUnavailable(

@@ -58,10 +58,7 @@ def build_services(settings: Settings, *, engine: Engine | None = None) -> Servi
             "no connectors are configured: add a [[connectors]] table to "
             f"{settings.home / 'config.toml'} (see README) or run `offboarding demo`"
         )
-    connectors = {
-        config["name"]: build_connector(config, dry_run=settings.dry_run)
-        for config in settings.connectors
-    }
+    connectors = {config["name"]: build_connector(config) for config in settings.connectors}
     key = settings.signing_key.get_secret_value()
     return Services(
         settings=settings,

@@ -79,7 +79,6 @@ class Settings(BaseSettings):
 
     deployment: str = "offboard-leaver/offboard-leaver"
     retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
-    dry_run: bool = False
 
     @classmethod
     def settings_customise_sources(

@@ -134,3 +134,30 @@ def test_full_path_on_sqlite_defaults(sqlite_stack) -> None:  # type: ignore[no-
     assert str(sqlite_stack.settings.resolved_database_url).startswith("sqlite:///")
     with Session(sqlite_stack.engine) as session:
         assert session.get(Case, case_id).status == CaseStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_no_secret_reaches_logs_artifacts_or_emails(stack) -> None:  # type: ignore[no-untyped-def]
+    offboard_and_approve(stack, ("E1001", "sjansen", "Sanne Jansen"))
+    api = stack.running.api_url
+    time.sleep(2)  # let the run's log handler flush
+    shipped: list[str] = []
+    offset = 0
+    while True:
+        page = httpx.post(f"{api}/logs/filter", json={"limit": 200, "offset": offset}).json()
+        shipped += [entry["message"] for entry in page]
+        if len(page) < 200:
+            break
+        offset += 200
+    shipped += [str(a.get("data")) for a in httpx.post(f"{api}/artifacts/filter", json={}).json()]
+    shipped += [m.as_string() for m in stack.mailbox.messages]
+    shipped += [p.read_text(errors="replace") for p in (stack.settings.home / "logs").glob("*.log")]
+    everything = "\n".join(shipped)
+    assert "offboard-E1001-sjansen" in everything  # the sources are really there
+    secrets = {
+        "HRIS secret": stack.settings.hris_secret.get_secret_value(),
+        "signing key": stack.settings.signing_key.get_secret_value(),
+        "directory admin password": stack.directory.admin_password,
+        "employees' password": stack.password,
+    }
+    leaked = [name for name, value in secrets.items() if value in everything]
+    assert leaked == []

@@ -182,6 +182,21 @@ lockout_policy_dn = "{directory.default_policy_dn}"
                 "TEST_DIRECTORY_PASSWORD": admin_password,
             },
         )
+        checked = subprocess.run(
+            [*CLI, "check"],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "OFFBOARDING_HOME": str(home),
+                "TEST_DIRECTORY_PASSWORD": admin_password,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "directory (ldap): ok" in checked.stdout, checked.stdout + checked.stderr
+        assert checked.returncode == 1  # no managers configured: four-eyes is impossible
+        assert "at least two managers" in checked.stdout
         console.wait_for("Press Ctrl-C to stop.")
         assert httpx.get(f"http://127.0.0.1:{web}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"http://127.0.0.1:{prefect}/api/health").status_code == 200
