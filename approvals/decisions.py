@@ -37,17 +37,20 @@ def check_run_input(
         or stored.decision.value != received.decision
     ):
         return [REFUSAL_TEXT[Refusal.UNKNOWN_DECISION]]
-    broken = refusals(
-        DecisionClaim(
-            approver_id=stored.approver_id,
-            requester_id=case.requested_by,
-            leaver_id=case.employee_id,
-            plan_hash=stored.plan_hash,
-        ),
-        managers=_manager_ids(services),
-        current_plan_hash=record.plan_hash,
-    )
+    broken = _rules_broken(stored, case, record, _manager_ids(services))
     return [REFUSAL_TEXT[r] for r in broken]
+
+
+def _rules_broken(
+    stored: ApprovalDecision, case: Case, record: RevocationPlanRecord, managers: list[str]
+) -> list[Refusal]:
+    claim = DecisionClaim(
+        approver_id=stored.approver_id,
+        requester_id=case.requested_by,
+        leaver_id=case.employee_id,
+        plan_hash=stored.plan_hash,
+    )
+    return refusals(claim, managers=managers, current_plan_hash=record.plan_hash)
 
 
 def valid_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
@@ -55,16 +58,7 @@ def valid_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
     managers = _manager_ids(services)
     valid: list[tuple[str, str]] = []
     for stored in decisions_on(services.engine, case.id, record.plan_hash):
-        broken = refusals(
-            DecisionClaim(
-                approver_id=stored.approver_id,
-                requester_id=case.requested_by,
-                leaver_id=case.employee_id,
-                plan_hash=stored.plan_hash,
-            ),
-            managers=managers,
-            current_plan_hash=record.plan_hash,
-        )
+        broken = _rules_broken(stored, case, record, managers)
         if broken:
             audit.record(
                 services.engine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -13,6 +14,7 @@ from approvals.rules import FourEyesPolicy, Verdict, eligible_approvers, verdict
 from approvals.tokens import LinkClaims
 from connectors.base import Person
 from offboarding import audit
+from offboarding.cases import leaver_view
 from offboarding.mail import OutgoingEmail
 from offboarding.models import ApprovalDecision, ApprovalRequest, Case, RevocationPlanRecord, utcnow
 from offboarding.plan import RevocationPlan
@@ -60,7 +62,6 @@ def request_approvals(
             "add a manager to the managers group or list"
         )
     plan = RevocationPlan.from_canonical(record.canonical)
-    requester = services.people.find_person(case.requested_by)
     ttl = timedelta(hours=services.settings.approval_ttl_hours)
     issued: list[IssuedLink] = []
     for approver in approvers:
@@ -94,29 +95,8 @@ def request_approvals(
             "approval_request",
             language,
             {
+                **decision_context(services, case, plan),
                 "approver": {"display_name": approver.display_name},
-                "leaver": {
-                    "employee_id": case.employee_id,
-                    "display_name": case.display_name,
-                    "email": case.employee_email,
-                },
-                "requester": {
-                    "employee_id": case.requested_by,
-                    "display_name": requester.display_name if requester else case.requested_by,
-                },
-                "case_id": case.id,
-                "last_working_day": case.last_working_day.isoformat(),
-                "urgent": case.urgent,
-                "plan": [
-                    {
-                        "connector": s.grant.connector,
-                        "kind": s.grant.kind.value,
-                        "label": s.grant.label,
-                        "target": s.grant.target,
-                    }
-                    for s in plan.steps
-                ],
-                "plan_hash": record.plan_hash,
                 "link": url,
                 "expires_at": request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
             },
@@ -149,6 +129,23 @@ def request_approvals(
             session.commit()
         issued.append(IssuedLink(approver=approver, url=url))
     return issued
+
+
+def decision_context(services: Services, case: Case, plan: RevocationPlan) -> dict[str, Any]:
+    """What a second manager is shown, in the email and on the page: who, why, exactly what."""
+    requester = services.people.find_person(case.requested_by)
+    return {
+        "leaver": leaver_view(case),
+        "requester": {
+            "employee_id": case.requested_by,
+            "display_name": requester.display_name if requester else case.requested_by,
+        },
+        "case_id": case.id,
+        "last_working_day": case.last_working_day.isoformat(),
+        "urgent": case.urgent,
+        "plan": plan.rows(),
+        "plan_hash": plan.plan_hash,
+    }
 
 
 def decided(engine: Engine, case_id: str, plan_hash: str, policy: FourEyesPolicy) -> Verdict:

@@ -15,11 +15,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from approvals.requests import decided
+from approvals.requests import decided, decision_context
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
 from offboarding import audit
-from offboarding.cases import latest_plan
+from offboarding.cases import latest_plan, leaver_view
 from offboarding.models import (
     ApprovalDecision,
     ApprovalRequest,
@@ -116,28 +116,13 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
         return Opened(claims, req, case, RevocationPlan.from_canonical(current.canonical))
 
     def view_context(opened: Opened) -> dict[str, Any]:
-        case, people = opened.case, services.people
-        requester = people.find_person(case.requested_by)
-        approver = people.find_person(opened.request.approver_id)
+        approver = services.people.find_person(opened.request.approver_id)
         return {
-            "leaver": {
-                "employee_id": case.employee_id,
-                "display_name": case.display_name,
-                "email": case.employee_email,
-            },
-            "requester": {
-                "employee_id": case.requested_by,
-                "display_name": requester.display_name if requester else case.requested_by,
-            },
+            **decision_context(services, opened.case, opened.plan),
             "approver": {
                 "employee_id": opened.request.approver_id,
                 "display_name": approver.display_name if approver else opened.request.approver_id,
             },
-            "case_id": case.id,
-            "last_working_day": case.last_working_day.isoformat(),
-            "urgent": case.urgent,
-            "plan": plan_rows(opened.plan),
-            "plan_hash": opened.plan.plan_hash,
             "expires_at": opened.request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
         }
 
@@ -223,11 +208,7 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
             lang,
             switch_url=None,  # the page's URL is the used link: switching would reopen it
             decision=decision,
-            leaver={
-                "employee_id": opened.case.employee_id,
-                "display_name": opened.case.display_name,
-                "email": opened.case.employee_email,
-            },
+            leaver=leaver_view(opened.case),
             case_id=opened.case.id,
             next_steps_key=next_key,
         )
@@ -309,16 +290,3 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
         )
 
     return router
-
-
-def plan_rows(plan: RevocationPlan) -> list[dict[str, str]]:
-    return [
-        {
-            "connector": step.grant.connector,
-            "kind": step.grant.kind.value,
-            "label": step.grant.label,
-            "target": step.grant.target,
-            "phase": step.phase.value,
-        }
-        for step in plan.steps
-    ]

@@ -25,14 +25,13 @@ from approvals.decisions import check_run_input, valid_verdict
 from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
-from approvals.web import plan_rows
 from connectors.base import AccessGrant, Outcome, TransientError
 from offboarding import audit, notify
 from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
 from offboarding.logging import bind_case, configure_logging
 from offboarding.mail import TransientMailError
 from offboarding.models import TERMINAL_STATUSES, Case, CaseStatus, PlanStatus, RevocationPlanRecord
-from offboarding.plan import unapproved_grants
+from offboarding.plan import Phase, unapproved_grants
 from offboarding.revocation import (
     VerificationReport,
     inventory_all,
@@ -111,7 +110,7 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
     record = store_plan(services, case, leaver_of(case), grants)
     create_table_artifact(
         key=f"plan-{case.id[:12]}",
-        table=plan_rows(load_plan(record)),
+        table=load_plan(record).rows(),
         description=(
             f"Revocation plan v{record.version} for {case.employee_id} "
             f"({case.display_name}); SHA-256 {record.plan_hash}"
@@ -189,6 +188,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
         return case.status.value
     try:
         record = plan_for(services, case)
+        contain(services, case, record)
         while True:
             with_retries(services, ask_for_approval)(services, case, record)
             verdict = await_verdict(services, case, record)
@@ -237,6 +237,27 @@ def stop_for_attention(
     set_status(services.engine, case.id, CaseStatus.NEEDS_ATTENTION, problem)
     notify.needs_attention(services, case, problem, done=done, not_done=not_done)
     raise NeedsAttention(f"case {case.id} needs attention: {problem}")
+
+
+def contain(services: Services, case: Case, record: RevocationPlanRecord) -> None:
+    """Instant dismissal: revoke the plan's containment steps now, before the decision.
+
+    Only what the configured policy (`urgent_containment`) puts in that phase; the
+    rest waits for the second manager. Failures stop the case like any revocation step.
+    """
+    steps = load_plan(record).steps_in(Phase.CONTAINMENT)
+    if not steps:
+        return
+    audit.record(
+        services.engine,
+        action="containment.started",
+        actor="service",
+        case_id=case.id,
+        details={"steps": [s.grant.key for s in steps], "plan_hash": record.plan_hash},
+        once_key=f"containment:{record.id}",
+    )
+    for step in steps:
+        with_retries(services, revoke)(services, case, record.id, step.grant)
 
 
 def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -29,27 +28,18 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def event_hash(
-    *,
-    seq: int,
-    at: datetime,
-    case_id: str | None,
-    actor: str,
-    action: str,
-    outcome: str,
-    details: str,
-    prev_hash: str,
-) -> str:
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 over the event's canonical form; covers its position and its predecessor."""
     body = canonical_json(
         {
-            "seq": seq,
-            "at": as_utc(at).isoformat(timespec="microseconds"),
-            "case_id": case_id,
-            "actor": actor,
-            "action": action,
-            "outcome": outcome,
-            "details": details,
-            "prev_hash": prev_hash,
+            "seq": event.seq,
+            "at": as_utc(event.at).isoformat(timespec="microseconds"),
+            "case_id": event.case_id,
+            "actor": event.actor,
+            "action": event.action,
+            "outcome": event.outcome,
+            "details": event.details,
+            "prev_hash": event.prev_hash,
         }
     )
     return hashlib.sha256(body.encode()).hexdigest()
@@ -78,10 +68,9 @@ def record(
             head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
             seq = head.seq + 1 if head else 1
             prev = head.hash if head else GENESIS
-            at = utcnow()
             event = AuditEvent(
                 seq=seq,
-                at=at,
+                at=utcnow(),
                 case_id=case_id,
                 actor=actor,
                 action=action,
@@ -89,17 +78,9 @@ def record(
                 details=payload,
                 once_key=once_key,
                 prev_hash=prev,
-                hash=event_hash(
-                    seq=seq,
-                    at=at,
-                    case_id=case_id,
-                    actor=actor,
-                    action=action,
-                    outcome=outcome,
-                    details=payload,
-                    prev_hash=prev,
-                ),
+                hash="",
             )
+            event.hash = event_hash(event)
             session.add(event)
             try:
                 session.commit()
@@ -143,17 +124,7 @@ def verify_chain(engine: Engine) -> ChainReport:
                 )
             if event.prev_hash != expected_prev:
                 return ChainReport(False, count, event.seq, "does not link to the event before it")
-            recomputed = event_hash(
-                seq=event.seq,
-                at=event.at,
-                case_id=event.case_id,
-                actor=event.actor,
-                action=event.action,
-                outcome=event.outcome,
-                details=event.details,
-                prev_hash=event.prev_hash,
-            )
-            if recomputed != event.hash:
+            if event_hash(event) != event.hash:
                 return ChainReport(False, count, event.seq, "its content was changed")
             expected_prev = event.hash
             expected_seq += 1

@@ -70,6 +70,15 @@ def leaver_of(case: Case) -> Leaver:
     )
 
 
+def leaver_view(case: Case) -> dict[str, str]:
+    """The leaver as emails, pages and reports show them."""
+    return {
+        "employee_id": case.employee_id,
+        "display_name": case.display_name,
+        "email": case.employee_email,
+    }
+
+
 def get_case(engine: Engine, case_id: str) -> Case | None:
     with Session(engine, expire_on_commit=False) as session:
         return session.get(Case, case_id)

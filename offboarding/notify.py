@@ -8,6 +8,7 @@ from typing import Any
 from approvals.requests import decisions_on
 from connectors.base import Outcome, Person
 from offboarding import audit
+from offboarding.cases import leaver_view
 from offboarding.mail import OutgoingEmail
 from offboarding.models import Case, RevocationPlanRecord, utcnow
 from offboarding.rendering import pick_language
@@ -19,14 +20,6 @@ from offboarding.services import Services
 def _person(services: Services, employee_id: str) -> Person:
     found = services.people.find_person(employee_id)
     return found or Person(employee_id=employee_id, display_name=employee_id, email="")
-
-
-def _leaver(case: Case) -> dict[str, str]:
-    return {
-        "employee_id": case.employee_id,
-        "display_name": case.display_name,
-        "email": case.employee_email,
-    }
 
 
 def _send(
@@ -89,7 +82,7 @@ def completed(
         "case_completed",
         [requester, *([approver] if approver else [])],
         {
-            "leaver": _leaver(case),
+            "leaver": leaver_view(case),
             "case_id": case.id,
             "approver": _names(approver),
             "requester": _names(requester),
@@ -124,7 +117,7 @@ def rejected(services: Services, case: Case, record: RevocationPlanRecord) -> No
         "case_rejected",
         [_person(services, case.requested_by), *([approver] if approver else [])],
         {
-            "leaver": _leaver(case),
+            "leaver": leaver_view(case),
             "case_id": case.id,
             "approver": _names(approver),
             "reason": decision.reason if decision else "",
@@ -150,7 +143,7 @@ def needs_attention(
         "needs_attention",
         [_person(services, case.requested_by)],
         {
-            "leaver": _leaver(case),
+            "leaver": leaver_view(case),
             "case_id": case.id,
             "problem": problem,
             "done": done,

@@ -50,6 +50,19 @@ class RevocationPlan(BaseModel):
     def grant_keys(self) -> frozenset[str]:
         return frozenset(step.grant.key for step in self.steps)
 
+    def rows(self) -> list[dict[str, str]]:
+        """The plan as table rows, for pages, emails and the run's artifact."""
+        return [
+            {
+                "connector": step.grant.connector,
+                "kind": step.grant.kind.value,
+                "label": step.grant.label,
+                "target": step.grant.target,
+                "phase": step.phase.value,
+            }
+            for step in self.steps
+        ]
+
     def steps_in(self, phase: Phase) -> list[PlanStep]:
         return [step for step in self.steps if step.phase == phase]
 

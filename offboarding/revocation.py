@@ -50,7 +50,10 @@ def store_plan(
             .where(RevocationPlanRecord.case_id == case.id)
             .order_by(col(RevocationPlanRecord.version).desc())
         ).all()
-        plan = build_plan(case_id=case.id, leaver=leaver, grants=grants)
+        containment = (
+            frozenset(services.settings.urgent_containment) if case.urgent else frozenset()
+        )
+        plan = build_plan(case_id=case.id, leaver=leaver, grants=grants, containment=containment)
         for old in previous:
             if old.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
                 old.status = PlanStatus.SUPERSEDED

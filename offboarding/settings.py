@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connectors.base import GrantKind
+
 DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
 
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
     connectors: list[dict[str, Any]] = Field(default_factory=list)
 
     deployment: str = "offboard-leaver/offboard-leaver"
+    # Instant dismissal ("ontslag op staande voet"): grant kinds revoked at once, before the
+    # second manager decides (e.g. ["account"] locks sign-in immediately). Empty: nothing is
+    # revoked before approval.
+    urgent_containment: list[GrantKind] = Field(default_factory=list)
     retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
 
     @classmethod

@@ -91,3 +91,19 @@ def can_bind(url: str, dn: str, password: str) -> bool:
         return bool(conn.bind())
     finally:
         conn.unbind()
+
+
+def send_leaver(stack: Any, employee_id: str, uid: str, name: str) -> httpx.Response:
+    """HR's signed termination event for a demo employee, requested by the demo requester."""
+    from offboarding.cli import send_event, termination_event
+
+    return send_event(
+        base_url=stack.running.web_url,
+        secret=stack.settings.hris_secret.get_secret_value(),
+        event=termination_event(
+            employee_id=employee_id,
+            email=f"{uid}@example.test",
+            display_name=name,
+            requested_by=stack.org.requester_id,
+        ),
+    )

@@ -15,10 +15,18 @@ import ldap3
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 from sqlmodel import Session, select
-from support import can_bind, flow_run, groups_with, is_locked, link_in, text_of, wait_for_state
+from support import (
+    can_bind,
+    flow_run,
+    groups_with,
+    is_locked,
+    link_in,
+    send_leaver,
+    text_of,
+    wait_for_state,
+)
 
 from offboarding.cases import latest_plan
-from offboarding.cli import send_event, termination_event
 from offboarding.models import ApprovalDecision, Case, CaseStatus
 
 pytestmark = pytest.mark.e2e
@@ -97,16 +105,7 @@ class Requested:
 
 def request_offboarding(stack, leaver: tuple[str, str, str]) -> Requested:  # type: ignore[no-untyped-def]
     employee_id, uid, name = leaver
-    response = send_event(
-        base_url=stack.running.web_url,
-        secret=stack.settings.hris_secret.get_secret_value(),
-        event=termination_event(
-            employee_id=employee_id,
-            email=f"{uid}@example.test",
-            display_name=name,
-            requested_by=stack.org.requester_id,
-        ),
-    )
+    response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
     case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
     # the run pauses only after it has mailed every eligible manager

@@ -8,10 +8,18 @@ import time
 import httpx
 import pytest
 from sqlmodel import Session, select
-from support import can_bind, decide, groups_with, is_locked, link_in, text_of, wait_for_state
+from support import (
+    can_bind,
+    decide,
+    groups_with,
+    is_locked,
+    link_in,
+    send_leaver,
+    text_of,
+    wait_for_state,
+)
 
 from offboarding.audit import events_for_case, verify_chain
-from offboarding.cli import send_event, termination_event
 from offboarding.models import Case, CaseStatus
 
 pytestmark = pytest.mark.e2e
@@ -28,16 +36,7 @@ def offboard_and_approve(stack, leaver: tuple[str, str, str]) -> str:  # type: i
     assert groups_before, "the leaver should start in some groups"
     assert can_bind(stack.directory.url, dn, stack.password)
 
-    response = send_event(
-        base_url=stack.running.web_url,
-        secret=stack.settings.hris_secret.get_secret_value(),
-        event=termination_event(
-            employee_id=employee_id,
-            email=f"{uid}@example.test",
-            display_name=name,
-            requested_by=stack.org.requester_id,
-        ),
-    )
+    response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
     case_id = response.json()["case_id"]
     flow_run_id = response.json()["flow_run_id"]

@@ -12,10 +12,18 @@ import httpx
 import pytest
 from conftest import Stack, start_stack
 from sqlmodel import Session
-from support import can_bind, decide, groups_with, is_locked, link_in, text_of, wait_for_state
+from support import (
+    can_bind,
+    decide,
+    groups_with,
+    is_locked,
+    link_in,
+    send_leaver,
+    text_of,
+    wait_for_state,
+)
 
 from offboarding.audit import events_for_case, verify_chain
-from offboarding.cli import send_event, termination_event
 from offboarding.models import Case, CaseStatus
 
 pytestmark = pytest.mark.e2e
@@ -34,16 +42,7 @@ def fragile_stack(tmp_path_factory, smtp_server, new_postgres_database) -> Itera
 
 
 def start_case(stack: Stack, employee_id: str, uid: str, name: str) -> tuple[str, str, str]:
-    response = send_event(
-        base_url=stack.running.web_url,
-        secret=stack.settings.hris_secret.get_secret_value(),
-        event=termination_event(
-            employee_id=employee_id,
-            email=f"{uid}@example.test",
-            display_name=name,
-            requested_by=stack.org.requester_id,
-        ),
-    )
+    response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
     case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")

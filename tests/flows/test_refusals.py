@@ -18,6 +18,7 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    send_leaver,
     text_of,
     wait_for_state,
 )
@@ -25,7 +26,6 @@ from support import (
 from approvals.tokens import LinkClaims, LinkSigner, SignedDecision
 from offboarding.audit import events_for_case, verify_chain
 from offboarding.cases import latest_plan
-from offboarding.cli import send_event, termination_event
 from offboarding.models import ApprovalDecision, ApprovalRequest, Case, CaseStatus, utcnow
 
 pytestmark = pytest.mark.e2e
@@ -46,16 +46,7 @@ def open_case(stack, employee_id: str, uid: str, name: str) -> OpenCase:  # type
     admin = stack.directory.admin_connection()
     groups = groups_with(admin, stack.directory.groups_base, dn, uid)
     admin.unbind()
-    response = send_event(
-        base_url=stack.running.web_url,
-        secret=stack.settings.hris_secret.get_secret_value(),
-        event=termination_event(
-            employee_id=employee_id,
-            email=f"{uid}@example.test",
-            display_name=name,
-            requested_by=stack.org.requester_id,
-        ),
-    )
+    response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
     case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")  # all emails are out by then

@@ -9,7 +9,8 @@ import logging, structlog
 from offboarding.logging import configure_logging, bind_case
 configure_logging({json})
 bind_case("case-1")
-structlog.get_logger("offboarding.x").info("revoked", connector="directory", bind_password="hunter2")
+log = structlog.get_logger("offboarding.x")
+log.info("revoked", connector="directory", bind_password="hunter2")
 logging.getLogger("offboarding.y").warning("plain stdlib line")
 """
 
