@@ -8,15 +8,22 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from approvals.rules import FourEyesPolicy, Verdict, eligible_approvers, verdict
 from approvals.tokens import LinkClaims
 from connectors.base import Person
 from offboarding import audit
-from offboarding.cases import leaver_view
+from offboarding.cases import latest_plan, leaver_view
 from offboarding.mail import OutgoingEmail
-from offboarding.models import ApprovalDecision, ApprovalRequest, Case, RevocationPlanRecord, utcnow
+from offboarding.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Case,
+    CaseStatus,
+    RevocationPlanRecord,
+    utcnow,
+)
 from offboarding.plan import RevocationPlan
 from offboarding.rendering import pick_language, render_email
 from offboarding.services import Services
@@ -129,6 +136,42 @@ def request_approvals(
             session.commit()
         issued.append(IssuedLink(approver=approver, url=url))
     return issued
+
+
+class NotAwaitingApproval(Exception):
+    """Links can only be renewed while the case waits for a decision."""
+
+
+def renew_approvals(services: Services, case: Case, *, actor: str) -> list[IssuedLink]:
+    """Fresh links (new lifetime) to every manager who has not used theirs yet.
+
+    For a case whose links expired before anyone decided: the run is still waiting,
+    and the new links are bound to the same plan hash.
+    """
+    if case.status != CaseStatus.AWAITING_APPROVAL:
+        raise NotAwaitingApproval(f"case {case.id} is {case.status.value}, not awaiting approval")
+    record = latest_plan(services.engine, case.id)
+    if record is None:
+        raise NotAwaitingApproval(f"case {case.id} has no plan yet")
+    ttl = timedelta(hours=services.settings.approval_ttl_hours)
+    with Session(services.engine) as session:
+        for request in session.exec(
+            select(ApprovalRequest).where(
+                ApprovalRequest.plan_id == record.id, col(ApprovalRequest.used_at).is_(None)
+            )
+        ):
+            request.expires_at = utcnow() + ttl
+            request.notified_at = None
+            session.add(request)
+        session.commit()
+    audit.record(
+        services.engine,
+        action="approval.renewed",
+        actor=actor,
+        case_id=case.id,
+        details={"plan_hash": record.plan_hash},
+    )
+    return request_approvals(services, case, record)
 
 
 def decision_context(services: Services, case: Case, plan: RevocationPlan) -> dict[str, Any]:

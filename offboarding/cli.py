@@ -16,6 +16,8 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 hris_app = typer.Typer(help="Act as the HR system (for trying things out).", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(hris_app, name="hris")
+approvals_app = typer.Typer(help="Approval links.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
 
 HostOption = Annotated[
     str | None, typer.Option(help="Address for the web app (default 127.0.0.1).")
@@ -113,6 +115,54 @@ def check() -> None:
         healthy = False
         typer.echo("  - four-eyes needs at least two managers: the requester never approves")
     raise typer.Exit(0 if healthy else 1)
+
+
+@app.command()
+def cases(
+    status: Annotated[str | None, typer.Option(help="Only cases in this status.")] = None,
+) -> None:
+    """List cases, newest first: id, status, leaver, last working day, detail."""
+    from sqlmodel import Session, col, select
+
+    from offboarding.db import create_schema, make_engine
+    from offboarding.models import Case
+
+    engine = make_engine(_settings().resolved_database_url)
+    create_schema(engine)
+    with Session(engine) as session:
+        query = select(Case).order_by(col(Case.created_at).desc())
+        if status:
+            query = query.where(Case.status == status)
+        for case in session.exec(query):
+            typer.echo(
+                f"{case.id}  {case.status.value:<17} {case.employee_id:<8} {case.display_name:<24} "
+                f"{case.last_working_day}  {case.status_detail[:60]}"
+            )
+
+
+@approvals_app.command("resend")
+def approvals_resend(case_id: Annotated[str, typer.Argument(help="The case id.")]) -> None:
+    """Send fresh approval links for a waiting case (e.g. after the links expired)."""
+    import getpass
+
+    from approvals.requests import NotAwaitingApproval, renew_approvals
+    from offboarding.cases import get_case
+    from offboarding.services import build_services
+
+    services = build_services(_settings())
+    case = get_case(services.engine, case_id)
+    if case is None:
+        typer.secho(f"No case {case_id}; see `offboarding cases`.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    try:
+        issued = renew_approvals(services, case, actor=f"operator:{getpass.getuser()}")
+    except NotAwaitingApproval as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    for link in issued:
+        typer.echo(f"new link sent to {link.approver.display_name} <{link.approver.email}>")
+        if services.uses_outbox:
+            typer.echo(f"  {link.url}")
 
 
 @audit_app.command("verify")

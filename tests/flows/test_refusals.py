@@ -278,3 +278,39 @@ def wait_until(predicate, what: str, timeout: float = 60) -> None:  # type: igno
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_expired_links_can_be_renewed_by_an_operator(stack, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from offboarding.cli import app
+    from offboarding.service import settings_as_env
+
+    case = open_case(stack, "E1013", "jdekker", "Julia Dekker")
+    with Session(stack.engine) as session:
+        for request in session.exec(
+            select(ApprovalRequest).where(ApprovalRequest.case_id == case.case_id)
+        ):
+            request.expires_at = utcnow() - timedelta(minutes=1)
+            session.add(request)
+        session.commit()
+    old = next(iter(case.links.values()))
+    assert httpx.get(old).status_code == 410
+    before = len(stack.mailbox.messages)
+
+    for key, value in settings_as_env(stack.settings).items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["approvals", "resend", case.case_id])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("new link sent to") == 3
+    assert stack.settings.signing_key.get_secret_value() not in result.output
+
+    fresh = [m for m in stack.mailbox.messages[before:] if case.case_id in text_of(m)]
+    assert len(fresh) == 3
+    assert decide(link_in(fresh[0]), "approve").status_code == 200
+    run = wait_for_state(stack.running.api_url, case.flow_run_id, "COMPLETED", "FAILED")
+    assert run["state"]["type"] == "COMPLETED"
+    assert "approval.renewed" in [e.action for e in events_for_case(stack.engine, case.case_id)]
+
+    again = CliRunner().invoke(app, ["approvals", "resend", case.case_id])
+    assert again.exit_code == 1 and "not awaiting approval" in again.output
