@@ -3,6 +3,10 @@
 `record()` appends; `verify_chain()` recomputes every hash and names the first
 event that was edited, deleted or reordered. Two writers racing for the same
 position collide on the unique `seq`/`prev_hash` columns; the loser retries.
+
+The chain covers a digest of each event's details, not the details themselves, so
+the retention policy can erase personal data from old events (`erase_details`)
+while the chain still proves that no event was changed, removed or reordered.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+ERASED = canonical_json({"erased": "retention policy"})
+
+
 def event_hash(event: AuditEvent) -> str:
     """SHA-256 over the event's canonical form; covers its position and its predecessor."""
     body = canonical_json(
@@ -38,7 +49,7 @@ def event_hash(event: AuditEvent) -> str:
             "actor": event.actor,
             "action": event.action,
             "outcome": event.outcome,
-            "details": event.details,
+            "details_digest": event.details_digest,
             "prev_hash": event.prev_hash,
         }
     )
@@ -76,6 +87,7 @@ def record(
                 action=action,
                 outcome=outcome,
                 details=payload,
+                details_digest=digest(payload),
                 once_key=once_key,
                 prev_hash=prev,
                 hash="",
@@ -124,6 +136,10 @@ def verify_chain(engine: Engine) -> ChainReport:
                 )
             if event.prev_hash != expected_prev:
                 return ChainReport(False, count, event.seq, "does not link to the event before it")
+            if event.erased and event.details != ERASED:
+                return ChainReport(False, count, event.seq, "it is marked erased but has details")
+            if not event.erased and digest(event.details) != event.details_digest:
+                return ChainReport(False, count, event.seq, "its details were changed")
             if event_hash(event) != event.hash:
                 return ChainReport(False, count, event.seq, "its content was changed")
             expected_prev = event.hash
@@ -140,3 +156,19 @@ def events_for_case(engine: Engine, case_id: str) -> list[AuditEvent]:
                 .order_by(col(AuditEvent.seq))
             )
         )
+
+
+def erase_details(engine: Engine, case_id: str) -> int:
+    """Remove the details (personal data) of a case's events; the chain stays verifiable."""
+    with Session(engine) as session:
+        events = session.exec(
+            select(AuditEvent).where(
+                AuditEvent.case_id == case_id, col(AuditEvent.erased).is_(False)
+            )
+        ).all()
+        for event in events:
+            event.details = ERASED
+            event.erased = True
+            session.add(event)
+        session.commit()
+        return len(events)

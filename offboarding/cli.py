@@ -165,6 +165,35 @@ def approvals_resend(case_id: Annotated[str, typer.Argument(help="The case id.")
             typer.echo(f"  {link.url}")
 
 
+@app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option(help="Only list the cases that are due.")] = False,
+) -> None:
+    """Erase personal data of closed cases older than `retention_days` (also runs daily)."""
+    from datetime import UTC, datetime, timedelta
+
+    from offboarding.db import create_schema, make_engine
+    from offboarding.retention import apply_retention, due_cases
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    create_schema(engine)
+    now = datetime.now(UTC)
+    if dry_run:
+        due = due_cases(engine, cutoff=now - timedelta(days=settings.retention_days))
+        typer.echo(f"{len(due)} closed case(s) older than {settings.retention_days} days:")
+        for case in due:
+            typer.echo(f"  {case.id}  {case.status.value}  closed {case.updated_at:%Y-%m-%d}")
+        return
+    report = apply_retention(
+        engine, retention_days=settings.retention_days, now=now, outbox=settings.outbox_dir
+    )
+    typer.echo(
+        f"Erased personal data of {len(report.cases)} case(s) and {report.audit_events} audit "
+        f"event(s); deleted {report.outbox_files} outbox email(s). The audit chain still verifies."
+    )
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit hash chain; non-zero exit names the first bad event."""

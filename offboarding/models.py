@@ -154,6 +154,8 @@ class AuditEvent(SQLModel, table=True):
     action: str = Field(max_length=100, index=True)
     outcome: str = Field(max_length=50)
     details: str = Field(sa_column=Column(Text, nullable=False))  # canonical JSON
+    details_digest: str = Field(max_length=64)  # SHA-256 of details; the chain covers this
+    erased: bool = False  # details removed by the retention policy; the digest still chains
     once_key: str | None = Field(default=None, unique=True, max_length=300)
     prev_hash: str = Field(max_length=64, unique=True)
     hash: str = Field(max_length=64)

@@ -6,10 +6,12 @@ import inspect
 
 from prefect import serve
 
+from flows.apply_retention import apply_retention
 from flows.offboard_leaver import offboard_leaver
 from offboarding.logging import configure_logging
 
 DEPLOYMENT_NAME = "offboard-leaver"
+RETENTION_NAME = "apply-retention"
 
 
 def main() -> None:
@@ -19,8 +21,15 @@ def main() -> None:
         description="Offboard one leaver: inventory, plan, four-eyes approval, revoke, verify.",
         tags=["offboarding"],
     )
-    assert not inspect.isawaitable(deployment)  # called outside an event loop: synchronous
-    serve(deployment, print_starting_message=False)
+    retention = apply_retention.to_deployment(
+        name=RETENTION_NAME,
+        description="Erase personal data of closed cases older than the retention period.",
+        cron="30 3 * * *",
+        tags=["offboarding", "retention"],
+    )
+    # called outside an event loop, so these are synchronous
+    assert not inspect.isawaitable(deployment) and not inspect.isawaitable(retention)
+    serve(deployment, retention, print_starting_message=False)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
 
     approval_ttl_hours: int = 72
+    retention_days: int = Field(default=365, ge=1)  # personal data of closed cases, then erased
     timezone: str = "Europe/Amsterdam"
     end_of_day: str = "23:59"  # when a future last working day's run starts, local time
     default_language: Literal["nl", "en"] = "en"

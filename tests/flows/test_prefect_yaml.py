@@ -43,3 +43,8 @@ def test_prefect_deploy_all_creates_the_deployment_on_a_process_pool(stack) -> N
     assert found["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
         "directory"
     ] == str(ROOT)
+    retention = httpx.get(
+        f"{stack.running.api_url}/deployments/name/apply-retention/apply-retention"
+    ).json()
+    assert retention["work_pool_name"] == "offboarding"
+    assert retention["schedules"][0]["schedule"]["cron"] == "30 3 * * *"

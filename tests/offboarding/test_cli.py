@@ -204,5 +204,9 @@ lockout_policy_dn = "{directory.default_policy_dn}"
             f"http://127.0.0.1:{prefect}/api/deployments/name/offboard-leaver/offboard-leaver"
         )
         assert deployment.status_code == 200
+        retention = httpx.get(
+            f"http://127.0.0.1:{prefect}/api/deployments/name/apply-retention/apply-retention"
+        ).json()
+        assert retention["schedules"][0]["schedule"]["cron"] == "30 3 * * *"  # daily, served
         assert admin_password not in console.text
         stop_with_ctrl_c(console)

@@ -1,0 +1,36 @@
+"""Daily: erase personal data of closed cases older than the retention period (GDPR/AVG)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from offboarding.db import create_schema, make_engine
+from offboarding.logging import configure_logging
+from offboarding.retention import apply_retention as erase_old_cases
+from offboarding.settings import get_settings
+
+
+@flow(name="apply-retention", log_prints=False, persist_result=False)
+def apply_retention() -> int:
+    configure_logging(attach_handler=False)
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    create_schema(engine)
+    report = erase_old_cases(
+        engine,
+        retention_days=settings.retention_days,
+        now=datetime.now(UTC),
+        outbox=settings.outbox_dir,
+    )
+    create_markdown_artifact(
+        key="retention",
+        markdown=(
+            f"Retention ({settings.retention_days} days): personal data erased from "
+            f"{len(report.cases)} closed case(s), {report.audit_events} audit event(s); "
+            f"{report.outbox_files} outbox email(s) deleted."
+        ),
+    )
+    return len(report.cases)
