@@ -62,9 +62,13 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
             err=True,
         )
         raise typer.Exit(2)
-    with run_service(settings) as running:
-        _announce(running)
-        _wait_forever()
+    try:
+        with run_service(settings) as running:
+            _announce(running)
+            _wait_forever()
+    except RuntimeError as exc:  # a part of the service could not start: say which and why
+        typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 def _announce(running) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +91,11 @@ def demo(host: HostOption = None, port: PortOption = None) -> None:
     """Run the service with a throwaway demo directory and one leaver event already sent."""
     from offboarding.demo import run_demo
 
-    run_demo(_settings(host, port, env="demo"))
+    try:
+        run_demo(_settings(host, port, env="demo"))
+    except RuntimeError as exc:
+        typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

@@ -151,11 +151,16 @@ def _spawn(
     )
 
 
-def _wait_for(url: str, *, timeout: float, process: subprocess.Popen[bytes], what: str) -> None:
+def _wait_for(
+    url: str, *, timeout: float, process: subprocess.Popen[bytes], what: str, log: Path | str
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode}; see its log")
+            raise RuntimeError(
+                f"{what} exited with code {process.returncode}; see {log}"
+                " (is the port already in use?)"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -172,6 +177,7 @@ def _wait_for_deployment(
         timeout=timeout,
         process=process,
         what="the flow runner",
+        log="its output above (or logs/runner.log in the data dir)",
     )
 
 
@@ -216,7 +222,11 @@ def run_service(
         )
         running.processes.append(server)
         _wait_for(
-            f"{running.api_url}/health", timeout=90, process=server, what="the Prefect server"
+            f"{running.api_url}/health",
+            timeout=90,
+            process=server,
+            what="the Prefect server",
+            log=logs_dir / "prefect-server.log",
         )
         runner_log = open(logs_dir / "runner.log", "ab") if quiet else None
         runner = _spawn([sys.executable, "-m", "offboarding.runner"], child_env, runner_log)

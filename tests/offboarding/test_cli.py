@@ -210,3 +210,22 @@ lockout_policy_dn = "{directory.default_policy_dn}"
         assert retention["schedules"][0]["schedule"]["cron"] == "30 3 * * *"  # daily, served
         assert admin_password not in console.text
         stop_with_ctrl_c(console)
+
+
+def test_up_says_which_part_could_not_start(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[[connectors]]\nkind = "ldap"\nurl = "ldap://127.0.0.1:1"\n'
+        'bind_dn = "cn=x"\nbind_password = "x"\nusers_base = "ou=p"\ngroups_base = "ou=g"\n'
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        console = run_cli("up", env={"OFFBOARDING_PREFECT_PORT": str(port)})
+        assert console.process.wait(timeout=120) == 1
+    assert "Could not start: the Prefect server" in console.text
+    assert "prefect-server.log" in console.text
