@@ -30,13 +30,21 @@ from offboarding import audit, notify
 from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
 from offboarding.logging import bind_case, configure_logging
 from offboarding.mail import TransientMailError
-from offboarding.models import TERMINAL_STATUSES, Case, CaseStatus, PlanStatus, RevocationPlanRecord
+from offboarding.models import (
+    TERMINAL_STATUSES,
+    Case,
+    CaseStatus,
+    PlanStatus,
+    RevocationPlanRecord,
+    StepStatus,
+)
 from offboarding.plan import Phase, unapproved_grants
 from offboarding.revocation import (
     VerificationReport,
     inventory_all,
     load_plan,
     revoke_one,
+    steps_of,
     store_plan,
     verify_all,
 )
@@ -245,9 +253,14 @@ def contain(services: Services, case: Case, record: RevocationPlanRecord) -> Non
     Only what the configured policy (`urgent_containment`) puts in that phase; the
     rest waits for the second manager. Failures stop the case like any revocation step.
     """
-    steps = load_plan(record).steps_in(Phase.CONTAINMENT)
+    done = {
+        step.grant_key
+        for step in steps_of(services, record.id)
+        if step.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
+    }
+    steps = [s for s in load_plan(record).steps_in(Phase.CONTAINMENT) if s.grant.key not in done]
     if not steps:
-        return
+        return  # nothing to contain, or done before this run was resumed
     audit.record(
         services.engine,
         action="containment.started",
