@@ -35,6 +35,18 @@ from offboarding.services import Services
 
 log = structlog.get_logger(__name__)
 CSRF_COOKIE = "offboarding_csrf"
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    # the link itself is the credential: never send it on as a Referer
+    "Referrer-Policy": "no-referrer",
+    # no framing (clickjacking the approve button), no scripts, forms only to ourselves
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class PageError(Exception):
@@ -71,7 +83,7 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
         other = "en" if lang == "nl" else "nl"
         context.setdefault("switch_url", str(request.url.include_query_params(lang=other)))
         html = render_page(services.templates, name, lang, context)
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def error_page(request: Request, error: PageError, lang: str) -> HTMLResponse:
         return page(

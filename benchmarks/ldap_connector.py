@@ -9,6 +9,7 @@ round revokes the same access (five groups, the password, sign-in).
 from __future__ import annotations
 
 import argparse
+import logging
 import secrets
 import statistics
 import tempfile
@@ -19,12 +20,14 @@ from connectors.base import Leaver
 from connectors.registry import build_connector
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import seed_demo_org
+from offboarding.logging import configure_logging
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    configure_logging(level=logging.WARNING)
     timings: dict[str, list[float]] = {
         k: [] for k in ("slapd start", "seed", "inventory", "revoke all", "verify")
     }

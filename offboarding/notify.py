@@ -11,7 +11,8 @@ from offboarding import audit
 from offboarding.cases import leaver_view
 from offboarding.mail import OutgoingEmail
 from offboarding.models import Case, RevocationPlanRecord, utcnow
-from offboarding.rendering import pick_language
+from offboarding.plan import describe_outcome
+from offboarding.rendering import load_messages, pick_language
 from offboarding.rendering import render_email as render
 from offboarding.revocation import VerificationReport
 from offboarding.services import Services
@@ -86,7 +87,7 @@ def completed(
             "case_id": case.id,
             "approver": _names(approver),
             "requester": _names(requester),
-            "outcomes": [{"label": o.grant.label, "status": o.status.value} for o in outcomes],
+            "outcomes": [describe_outcome(o) for o in outcomes],
             "checks": _checks(report),
             "completed_at": utcnow().strftime("%Y-%m-%d %H:%M UTC"),
             "clean": report.clean,
@@ -183,7 +184,7 @@ def evidence_markdown(
         "approver": _names(approver),
         "plan_hash": record.plan_hash,
         "plan_version": record.version,
-        "outcomes": [{"label": o.grant.label, "status": o.status.value} for o in outcomes],
+        "outcomes": [describe_outcome(o) for o in outcomes],
         "failures": list(failures),
         "remaining": [g.label for g in report.remaining],
         "checks": _checks(report),
@@ -191,7 +192,9 @@ def evidence_markdown(
         "generated_at": utcnow().strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
     parts = [
-        services.templates.get_template(f"reports/evidence.{lang}.md").render(**context)
+        services.templates.get_template(f"reports/evidence.{lang}.md").render(
+            **context, t=load_messages(services.templates, lang)
+        )
         for lang in ("en", "nl")
     ]
     return "\n\n---\n\n".join(parts)

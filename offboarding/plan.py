@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from connectors.base import AccessGrant, GrantKind, Leaver
+from connectors.base import AccessGrant, GrantKind, Leaver, Outcome
 from offboarding.audit import canonical_json
 
 
@@ -57,6 +57,7 @@ class RevocationPlan(BaseModel):
                 "connector": step.grant.connector,
                 "kind": step.grant.kind.value,
                 "label": step.grant.label,
+                "name": short_name(step.grant.target),
                 "target": step.grant.target,
                 "phase": step.phase.value,
             }
@@ -69,6 +70,23 @@ class RevocationPlan(BaseModel):
     @classmethod
     def from_canonical(cls, text: str) -> RevocationPlan:
         return cls.model_validate_json(text)
+
+
+def short_name(target: str) -> str:
+    """What people call the object: "developers" for cn=developers,ou=groups,..."""
+    first = target.split(",", 1)[0]
+    attribute, equals, value = first.partition("=")
+    return value.strip() if equals and attribute.strip().isalnum() and value.strip() else target
+
+
+def describe_outcome(outcome: Outcome) -> dict[str, str]:
+    """An outcome as templates show it (`describe` filter): kind, short name, status."""
+    return {
+        "label": outcome.grant.label,
+        "kind": outcome.grant.kind.value,
+        "name": short_name(outcome.grant.target),
+        "status": outcome.status.value,
+    }
 
 
 def build_plan(

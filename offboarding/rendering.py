@@ -35,7 +35,7 @@ def default_templates_dir() -> Path:
 def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
     """A Jinja2 environment that fails on any missing variable and escapes HTML only."""
     directory = templates_dir if templates_dir is not None else default_templates_dir()
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(["html"]),
@@ -43,6 +43,21 @@ def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["describe"] = describe
+    return env
+
+
+def describe(item: Mapping[str, Any], messages: Mapping[str, str]) -> str:
+    """A plan step or outcome in the reader's language: "Lid van developers".
+
+    Uses the catalog's ``describe.<kind>`` phrase with the step's short ``name``; falls
+    back to the connector's own label for kinds the catalog does not know.
+    """
+    phrase = messages.get(f"describe.{item.get('kind')}")
+    name = item.get("name")
+    if phrase and name:
+        return phrase % {"name": name}
+    return str(item.get("label", ""))
 
 
 def pick_language(preferred: str | None, default: str) -> str:
@@ -104,10 +119,14 @@ def render_email(
     """Render ``email/{name}.{language}.txt`` and ``.html`` into one email."""
     _check_language(language)
     text_name = f"email/{name}.{language}.txt"
-    rendered_text = env.get_template(text_name).render({**context, "lang": language})
+    try:
+        messages = load_messages(env, language)  # phrases shared with the pages
+    except jinja2.TemplateNotFound:
+        messages = {}
+    rendered_text = env.get_template(text_name).render({**context, "lang": language, "t": messages})
     subject, text = _split_subject(rendered_text, text_name)
     html = env.get_template(f"email/{name}.{language}.html").render(
-        {**context, "lang": language, "subject": subject}
+        {**context, "lang": language, "subject": subject, "t": messages}
     )
     return RenderedEmail(subject=subject, text=text, html=html)
 

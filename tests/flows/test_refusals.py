@@ -160,7 +160,13 @@ def test_expired_tampered_and_reused_links(stack) -> None:  # type: ignore[no-un
 
     # a GET never decides (link scanners): many GETs, still nothing decided
     for _ in range(3):
-        assert httpx.get(first).status_code == 200
+        shown = httpx.get(first)
+        assert shown.status_code == 200
+    # the page cannot be framed (clickjacking) and never passes its URL on as a Referer
+    assert shown.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
+    assert shown.headers["x-frame-options"] == "DENY"
+    assert shown.headers["cache-control"] == "no-store"
     assert_nothing_revoked(stack, case)
 
     # a POST without the CSRF token/cookie from the page decides nothing

@@ -15,6 +15,7 @@ from offboarding.rendering import (
     SUPPORTED_LANGUAGES,
     RenderedEmail,
     default_templates_dir,
+    describe,
     load_messages,
     pick_language,
     render_email,
@@ -595,3 +596,44 @@ def test_pick_language(preferred: str | None, default: str, expected: str) -> No
 def test_pick_language_refuses_an_unsupported_default() -> None:
     with pytest.raises(ValueError, match="fr"):
         pick_language("nl", "fr")
+
+
+def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environment) -> None:
+    from connectors.base import AccessGrant, GrantKind, Leaver
+    from offboarding.plan import build_plan
+
+    dn = "uid=jdevries,ou=people,dc=example,dc=test"
+    grants = [
+        AccessGrant(
+            connector="directory",
+            kind=GrantKind.MEMBERSHIP,
+            account=dn,
+            target="cn=developers,ou=groups,dc=example,dc=test",
+            label="Member of cn=developers",
+        ),
+        AccessGrant(
+            connector="directory",
+            kind=GrantKind.ACCOUNT,
+            account=dn,
+            target=dn,
+            label="Sign-in to directory account uid=jdevries",
+        ),
+    ]
+    plan = build_plan(
+        case_id="c1",
+        leaver=Leaver(employee_id="E1042", email="j@x", display_name="Jan"),
+        grants=grants,
+    )
+    context = {**email_context("approval_request"), "plan": plan.rows()}
+    dutch = render_email(env, "approval_request", "nl", context)
+    english = render_email(env, "approval_request", "en", context)
+    assert "Lid van developers" in dutch.text and "Lid van developers" in dutch.html
+    assert "Aanmelden als jdevries" in dutch.text
+    assert "Member of developers" in english.text and "Sign-in as jdevries" in english.html
+    assert "Member of cn=developers" not in dutch.text  # the connector's English label is not used
+    page = render_page(
+        env, "approval_confirm", "nl", {**page_context("approval_confirm"), "plan": plan.rows()}
+    )
+    assert "Lid van developers" in page
+    unknown = {"kind": "api_token", "name": "x", "label": "GitHub token ghp_…"}
+    assert describe(unknown, {"describe.membership": "Lid van %(name)s"}) == "GitHub token ghp_…"
