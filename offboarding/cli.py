@@ -133,14 +133,19 @@ def cases(
     from sqlmodel import Session, col, select
 
     from offboarding.db import create_schema, make_engine
-    from offboarding.models import Case
+    from offboarding.models import Case, CaseStatus
 
     engine = make_engine(_settings().resolved_database_url)
     create_schema(engine)
     with Session(engine) as session:
         query = select(Case).order_by(col(Case.created_at).desc())
         if status:
-            query = query.where(Case.status == status)
+            try:
+                query = query.where(Case.status == CaseStatus(status))
+            except ValueError as exc:
+                choices = ", ".join(s.value for s in CaseStatus)
+                typer.secho(f"Unknown status {status!r}; use one of: {choices}", err=True)
+                raise typer.Exit(2) from exc
         for case in session.exec(query):
             typer.echo(
                 f"{case.id}  {case.status.value:<17} {case.employee_id:<8} {case.display_name:<24} "
