@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from connectors.base import Leaver
 from offboarding.hris import TerminationEvent
 from offboarding.models import (
+    TERMINAL_STATUSES,
     Case,
     CaseStatus,
     PlanStatus,
@@ -47,6 +48,15 @@ def start_time(
 
 def find_by_event(session: Session, event_id: str) -> Case | None:
     return session.exec(select(Case).where(Case.event_id == event_id)).first()
+
+
+def find_open_case(session: Session, employee_id: str) -> Case | None:
+    """A case for this employee that has not reached an end (completed or rejected)."""
+    return session.exec(
+        select(Case).where(
+            Case.employee_id == employee_id, col(Case.status).not_in(list(TERMINAL_STATUSES))
+        )
+    ).first()
 
 
 def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:

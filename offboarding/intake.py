@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from offboarding import audit
-from offboarding.cases import find_by_event, new_case, run_name, start_time
+from offboarding.cases import find_by_event, find_open_case, new_case, run_name, start_time
 from offboarding.hris import (
     SIGNATURE_HEADER,
     IntakeAccepted,
@@ -86,6 +86,7 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
         responses={
             200: {"model": IntakeAccepted, "description": "Event already received: same case"},
             401: {"description": "Missing, invalid or stale signature"},
+            409: {"description": "A case for this employee is already open"},
             413: {"description": "Body larger than 64 KiB"},
             422: {"description": "Malformed body, missing field, or unknown employee"},
             503: {"description": "Workflow engine unavailable; nothing was created, resend later"},
@@ -98,6 +99,16 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
             if existing is not None:
                 return _accepted(200, existing.id, existing.status, existing.flow_run_id, None)
 
+        with Session(engine) as session:
+            open_case = find_open_case(session, event.employee.id)
+        if open_case is not None:
+            raise HTTPException(
+                status_code=409,
+                detail=(
+                    f"an offboarding case for {event.employee.id} is already open: "
+                    f"{open_case.id} ({open_case.status.value}); nothing was created"
+                ),
+            )
         for employee_id, role in (
             (event.employee.id, "employee"),
             (event.requested_by, "requested_by"),

@@ -49,6 +49,7 @@ RUN_TIMEOUT_S = 90
 THIJS = ("E1008", "tbos", "Thijs Bos")
 SEM = ("E1012", "svanleeuwen", "Sem van Leeuwen")
 SOPHIE = ("E1019", "svandermeer", "Sophie van der Meer")
+DAAN = ("E1002", "ddeboer", "Daan de Boer")
 REQUESTER_NAME = "Hanna Bakker"
 
 # what a manager reads, per page language
@@ -318,11 +319,11 @@ def test_reject_needs_a_reason_and_keeps_all_access(stack, page: Page) -> None: 
 
 
 def test_used_link_shows_already_used_not_a_form(stack, page: Page) -> None:  # type: ignore[no-untyped-def]
-    # rejecting leaves the leaver as they were, so the language test can use Sem too
-    requested = request_offboarding(stack, SEM)
+    # one open case per employee: Sem's (language test) may still be waiting
+    requested = request_offboarding(stack, DAAN)
     used, other = requested.emails[0], requested.emails[1]
     page.goto(link_in(used))
-    reject_with_reason(page, "Sem stays: the termination was entered by mistake.")
+    reject_with_reason(page, "Daan stays: the termination was entered by mistake.")
 
     reopened = page.goto(link_in(used))
     assert reopened is not None and reopened.status == 409

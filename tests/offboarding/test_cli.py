@@ -121,6 +121,7 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
         flags=re.MULTILINE,
     )
     assert len(links) == 3  # three managers besides the requester
+    assert "Approval link for Lars Smit: http" in console.text  # the run prints them too (outbox)
     flow_run_id = re.search(r'"flow_run_id":"([0-9a-f-]+)"', console.text).group(1)  # type: ignore[union-attr]
 
     assert decide(links[0], "approve").status_code == 200

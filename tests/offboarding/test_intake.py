@@ -153,6 +153,14 @@ def test_the_same_event_twice_gives_one_case_and_one_run(stack) -> None:  # type
     assert cases_for(stack, event["id"]) == 1
     assert len(runs_named(stack, "offboard-E1016-mdijkstra")) == 1
 
+    # another event (new id) for someone whose case is still open: refused, nothing created
+    other = event_for(stack, "E1016", "mdijkstra", "Milan Dijkstra")
+    conflict = post(stack, *signed(stack, other))
+    assert conflict.status_code == 409
+    assert first.json()["case_id"] in conflict.json()["detail"]
+    assert cases_for(stack, other["id"]) == 0
+    assert len(runs_named(stack, "offboard-E1016-mdijkstra")) == 1
+
 
 def test_a_future_last_working_day_schedules_the_run_for_the_end_of_that_day(stack) -> None:  # type: ignore[no-untyped-def]
     day = date.today() + timedelta(days=10)
