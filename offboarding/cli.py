@@ -207,6 +207,26 @@ def retention(
     )
 
 
+@audit_app.command("show")
+def audit_show(case_id: Annotated[str, typer.Argument(help="The case id.")]) -> None:
+    """Print a case's audit trail: when, who, what, outcome."""
+    from offboarding.audit import events_for_case
+    from offboarding.db import create_schema, make_engine
+
+    engine = make_engine(_settings().resolved_database_url)
+    create_schema(engine)
+    events = events_for_case(engine, case_id)
+    if not events:
+        typer.secho(f"No audit events for case {case_id}.", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    for event in events:
+        details = "" if event.erased else f"  {event.details}"
+        typer.echo(
+            f"#{event.seq:<6} {event.at:%Y-%m-%d %H:%M:%S} {event.actor:<22} "
+            f"{event.action:<24} {event.outcome}{details}"
+        )
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit hash chain; non-zero exit names the first bad event."""

@@ -83,3 +83,16 @@ def test_cli_audit_verify_exit_codes(
     bad = runner.invoke(app, ["audit", "verify"])
     assert bad.exit_code == 1
     assert "event 2" in bad.output
+
+
+def test_cli_audit_show_prints_a_case_trail(
+    engine: Engine, database_url: str, monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    fill(engine, 2)
+    audit.record(engine, action="other", actor="x", case_id="c2")
+    monkeypatch.setenv("OFFBOARDING_DATABASE_URL", database_url)
+    monkeypatch.setenv("OFFBOARDING_HOME", str(tmp_path))
+    shown = CliRunner().invoke(app, ["audit", "show", "c1"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("test.event") == 2 and "other" not in shown.output
+    assert CliRunner().invoke(app, ["audit", "show", "nope"]).exit_code == 1
