@@ -88,11 +88,15 @@ def _announce(running) -> None:  # type: ignore[no-untyped-def]
 
 @app.command()
 def demo(host: HostOption = None, port: PortOption = None) -> None:
-    """Run the service with a throwaway demo directory and one leaver event already sent."""
+    """Run the service with a throwaway demo directory and one leaver event already sent.
+
+    The demo keeps its data in `<data dir>/demo`, fresh on every start, apart from yours.
+    """
     from offboarding.demo import run_demo
 
+    base = _settings(host, port)
     try:
-        run_demo(_settings(host, port, env="demo"))
+        run_demo(_settings(host, port, env="demo", home=base.home / "demo"))
     except RuntimeError as exc:
         typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import re
@@ -10,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import typer
 
 from offboarding.cli import _announce, _wait_forever, send_event, termination_event
@@ -17,7 +19,7 @@ from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import seed_demo_org
 from offboarding.logging import configure_logging
 from offboarding.service import run_service
-from offboarding.settings import Settings
+from offboarding.settings import PeopleSettings, Settings
 
 LINK = re.compile(r"https?://\S+/approvals/[A-Za-z0-9._\-]+")
 
@@ -36,19 +38,42 @@ def approval_links(outbox: Path, since: float) -> list[tuple[str, str]]:
     return found
 
 
+def wait_until_suspended(api_url: str, flow_run_id: str, *, timeout: float) -> bool:
+    """True once the run waits for a decision: every approval email is out by then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            state = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=5).json()["state"]
+            if state["type"] == "PAUSED":
+                return True
+            if state["type"] in ("FAILED", "CRASHED", "COMPLETED", "CANCELLED"):
+                return False
+        time.sleep(0.3)
+    return False
+
+
 def run_demo(settings: Settings) -> None:
+    """Everything under `settings.home` is the demo's own and starts fresh."""
     configure_logging()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    workdir = settings.home / "demo-directory"
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(settings.home, ignore_errors=True)
+    settings.home.mkdir(parents=True)
+    workdir = settings.home / "directory"
     password = "Demo-" + secrets.token_urlsafe(9)
     with LocalDirectory.start(workdir, admin_password=secrets.token_urlsafe(18)) as directory:
         org = seed_demo_org(directory, password=password)
         connector = directory.connector_config(
             name="directory", managers_group=org.managers_group_dn
         )
+        # nothing of a real configuration leaks in: own directory, database, mail and links
         settings = settings.model_copy(
-            update={"connectors": [connector], "smtp": None, "env": "demo"}
+            update={
+                "connectors": [connector],
+                "people": PeopleSettings(),
+                "smtp": None,
+                "database_url": None,
+                "public_url": None,
+                "env": "demo",
+            }
         )
         with run_service(settings) as running:
             _announce(running)
@@ -68,16 +93,19 @@ def run_demo(settings: Settings) -> None:
                 f"\nHR sent a termination event for {org.leaver_name} ({org.leaver_id}): "
                 f"HTTP {response.status_code} {response.text}"
             )
-            links: list[tuple[str, str]] = []
-            deadline = time.monotonic() + 120
-            while not links and time.monotonic() < deadline:
-                time.sleep(0.5)
-                links = approval_links(settings.outbox_dir, started)
+            waiting = response.status_code == 202 and wait_until_suspended(
+                running.api_url, response.json()["flow_run_id"], timeout=120
+            )
+            links = approval_links(settings.outbox_dir, started) if waiting else []
             if links:
                 typer.secho("\nOpen one approval link as a second manager:", bold=True)
                 for to, link in links:
                     typer.echo(f"  {to}: {link}")
                 typer.echo(f"(emails are in {settings.outbox_dir.resolve()})")
+                typer.echo(
+                    "Afterwards, check the audit log with:\n"
+                    f"  OFFBOARDING_HOME={settings.home} offboarding audit verify"
+                )
             else:
                 typer.secho(
                     "No approval email yet; see the run in the Prefect UI.", fg=typer.colors.YELLOW

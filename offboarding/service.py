@@ -71,18 +71,23 @@ def _reveal(value: Any) -> Any:
     return value
 
 
-def prefect_env(home: Path, api_port: int) -> dict[str, str]:
+def prefect_env(home: Path, api_port: int, *, own_database: bool = False) -> dict[str, str]:
+    """Settings for the embedded Prefect server and its clients.
+
+    Its database is SQLite in the data dir unless PREFECT_SERVER_DATABASE_CONNECTION_URL
+    names another; `own_database` (the demo) always uses its own SQLite.
+    """
     prefect_home = (home / "prefect").resolve()
+    sqlite = f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
     return {
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_API_URL": f"http://127.0.0.1:{api_port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS,
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": os.environ.get(
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
-            f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
-        ),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": sqlite
+        if own_database
+        else os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", sqlite),
     }
 
 
@@ -195,8 +200,17 @@ def run_service(
 
     settings.home.mkdir(parents=True, exist_ok=True)
     api_port = api_port or settings.prefect_port
-    env_prefect = prefect_env(settings.home, api_port)
-    child_env = {**os.environ, **env_prefect, **settings_as_env(settings), **(extra_env or {})}
+    env_prefect = prefect_env(settings.home, api_port, own_database=settings.env == "demo")
+    # Children see exactly this process's settings: no OFFBOARDING_* from the outer
+    # environment and no config file, only the effective values (None stays unset).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("OFFBOARDING_")}
+    child_env = {
+        **inherited,
+        **env_prefect,
+        **settings_as_env(settings),
+        "OFFBOARDING_CONFIG": os.devnull,
+        **(extra_env or {}),
+    }
     logs_dir = settings.home / "logs"
     logs_dir.mkdir(exist_ok=True)
     running = RunningService(settings=settings, api_port=api_port)

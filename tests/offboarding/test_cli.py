@@ -111,7 +111,16 @@ def stop_with_ctrl_c(console: Console) -> None:
 
 def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
     web, prefect = free_port(), free_port()
-    console = run_cli("demo", "--port", str(web), env={"OFFBOARDING_PREFECT_PORT": str(prefect)})
+    real_installation = {  # the demo must not touch a real configuration's databases
+        "OFFBOARDING_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/production",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/prefect",
+    }
+    console = run_cli(
+        "demo",
+        "--port",
+        str(web),
+        env={"OFFBOARDING_PREFECT_PORT": str(prefect), **real_installation},
+    )
     console.wait_for(rf"Web app \(HRIS intake, approvals\): http://127.0.0.1:{web}")
     console.wait_for(rf"Prefect UI \(management view\): +http://127.0.0.1:{prefect}")
     console.wait_for(r"Open one approval link as a second manager")
@@ -130,9 +139,11 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     assert run["state"]["type"] == "COMPLETED"
     assert run["name"] == "offboard-E1042-jdevries"
 
+    printed = console.wait_for(r"OFFBOARDING_HOME=(\S+) offboarding audit verify").group(1)
+    assert printed == str(tmp_path / "home" / "demo")  # the demo's data stays apart
     audit = subprocess.run(
         [*CLI, "audit", "verify"],
-        env={**os.environ, "OFFBOARDING_HOME": str(tmp_path / "home")},
+        env={**os.environ, "OFFBOARDING_HOME": printed, "OFFBOARDING_DATABASE_URL": ""},
         capture_output=True,
         text=True,
         timeout=60,
@@ -140,8 +151,9 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     assert audit.returncode == 0, audit.stderr
     assert "hash chain verified" in audit.stdout
     stop_with_ctrl_c(console)
-    assert (tmp_path / "home" / "offboarding.db").is_file()  # SQLite in the data dir
-    assert list((tmp_path / "home" / "outbox").glob("*.eml"))
+    assert (tmp_path / "home" / "demo" / "offboarding.db").is_file()  # SQLite in the data dir
+    assert list((tmp_path / "home" / "demo" / "outbox").glob("*.eml"))
+    assert not (tmp_path / "home" / "offboarding.db").exists()
 
 
 def test_up_without_connectors_says_what_to_do(run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -97,3 +97,11 @@ def test_children_get_the_same_settings_from_the_environment(config_file, monkey
     assert again.smtp == original.smtp
     assert again.connectors == original.connectors
     assert again.signing_key.get_secret_value() == original.signing_key.get_secret_value()
+
+
+def test_a_secret_can_come_from_the_environment_next_to_the_file(config_file, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OFFBOARDING_SMTP__PASSWORD", "from-the-environment")
+    settings = Settings()
+    assert settings.smtp is not None and settings.smtp.host == "smtp.example.nl"
+    assert settings.smtp.password is not None
+    assert settings.smtp.password.get_secret_value() == "from-the-environment"
