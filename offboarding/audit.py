@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -24,6 +27,7 @@ from sqlmodel import Session, col, select
 from offboarding.models import AuditEvent, as_utc, utcnow
 
 GENESIS = "0" * 64
+CHAIN_LOCK = 0x0FFB0A2D  # PostgreSQL advisory lock key serialising appends to the chain
 log = structlog.get_logger(__name__)
 
 
@@ -68,8 +72,11 @@ def record(
 ) -> AuditEvent | None:
     """Append one event. With `once_key`, a second record of the same key is skipped (None)."""
     payload = canonical_json(details or {})
-    for _attempt in range(20):
+    for attempt in range(50):
         with Session(engine, expire_on_commit=False) as session:
+            if engine.dialect.name == "postgresql":
+                # one appender at a time, across processes, until this transaction ends
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
             if once_key is not None:
                 existing = session.exec(
                     select(AuditEvent).where(AuditEvent.once_key == once_key)
@@ -105,7 +112,9 @@ def record(
                     ).first()
                 ):
                     return None
-                continue  # someone else took this position in the chain; go again
+                # someone else took this position in the chain (SQLite): back off, go again
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter
+                continue
             log.info("audit", action=action, outcome=outcome, actor=actor, seq=seq)
             return event
     raise RuntimeError("could not append to the audit log: too much contention")

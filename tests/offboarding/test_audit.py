@@ -59,13 +59,13 @@ def test_concurrent_writers_keep_one_chain(engine: Engine) -> None:
         for i in range(10):
             audit.record(engine, action="race", actor=f"w{worker}", details={"i": i})
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     report = audit.verify_chain(engine)
-    assert report.ok and report.events == 40
+    assert report.ok and report.events == 80
 
 
 def test_cli_audit_verify_exit_codes(
