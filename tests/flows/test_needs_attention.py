@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -57,25 +58,48 @@ def status_of(stack: Stack, case_id: str) -> Case:
         return case
 
 
+def wait_for_action(stack: Stack, case_id: str, action: str, *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if action in [e.action for e in events_for_case(stack.engine, case_id)]:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def wait_until_retrying(stack: Stack, flow_run_id: str, *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = httpx.post(
+            f"{stack.running.api_url}/task_runs/filter",
+            json={"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}},
+        ).json()
+        if any(
+            t["run_count"] > 1 or t["state"]["name"] in ("AwaitingRetry", "Retrying") for t in tasks
+        ):
+            return True
+        time.sleep(0.3)
+    return False
+
+
 def test_a_directory_outage_during_the_run_is_retried_and_the_case_completes(fragile_stack) -> None:  # type: ignore[no-untyped-def]
     stack = fragile_stack
     case_id, flow_run_id, link = start_case(stack, "E1020", "zkuipers", "Zoë Kuipers")
     slapd = stack.directory.pid
-    assert decide(link, "approve").status_code == 200
-    os.kill(slapd, signal.SIGSTOP)  # the directory stops answering (connections hang)
-    resumed = threading.Timer(9.0, os.kill, args=(slapd, signal.SIGCONT))
-    resumed.start()
+    # Approve in the background; the moment the decision is recorded (the page no longer
+    # needs the directory, the run has not resumed yet) the directory stops answering.
+    with ThreadPoolExecutor(1) as pool:
+        approval = pool.submit(decide, link, "approve")
+        recorded = wait_for_action(stack, case_id, "decision.recorded", timeout=60)
+        os.kill(slapd, signal.SIGSTOP)  # connections now hang
+        assert recorded and approval.result(timeout=60).status_code == 200
     try:
-        run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+        retrying = wait_until_retrying(stack, flow_run_id, timeout=60)
     finally:
-        resumed.join()
-        os.kill(slapd, signal.SIGCONT)
+        os.kill(slapd, signal.SIGCONT)  # the directory is back
+    assert retrying, "a step should have failed transiently and been scheduled for a retry"
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    tasks = httpx.post(
-        f"{stack.running.api_url}/task_runs/filter",
-        json={"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}},
-    ).json()
-    assert any(t["run_count"] > 1 for t in tasks), "a step should have been retried"
     assert status_of(stack, case_id).status == CaseStatus.COMPLETED
     dn = f"uid=zkuipers,{stack.directory.users_base}"
     assert not can_bind(stack.directory.url, dn, stack.password)
