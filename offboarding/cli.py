@@ -62,6 +62,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
             err=True,
         )
         raise typer.Exit(2)
+    _check_connector_configs(settings)
     try:
         with run_service(settings) as running:
             _announce(running)
@@ -69,6 +70,19 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     except RuntimeError as exc:  # a part of the service could not start: say which and why
         typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
+
+
+def _check_connector_configs(settings) -> None:  # type: ignore[no-untyped-def]
+    """Refuse to start on a connector configuration that cannot work, saying why."""
+    from connectors.registry import build_connector, build_people_directory
+
+    try:
+        for config in settings.connectors:
+            build_connector(config)
+        build_people_directory(settings.connector_config(settings.people.connector))
+    except (ValueError, LookupError) as exc:  # pydantic's ValidationError is a ValueError
+        typer.secho(f"Connector configuration problem:\n{exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
 
 
 def _announce(running) -> None:  # type: ignore[no-untyped-def]
@@ -111,6 +125,7 @@ def check() -> None:
     if not settings.connectors:
         typer.secho("No connectors configured.", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
+    _check_connector_configs(settings)
     healthy = True
     for config in settings.connectors:
         health = build_connector(config).check()

@@ -242,3 +242,16 @@ def test_up_says_which_part_could_not_start(run_cli, tmp_path) -> None:  # type:
         assert console.process.wait(timeout=120) == 1
     assert "Could not start: the Prefect server" in console.text
     assert "prefect-server.log" in console.text
+
+
+def test_up_refuses_a_connector_config_that_cannot_work(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[[connectors]]\nkind = "ldap"\nurl = "http://not-ldap"\nbind_dn = "cn=x"\n'
+        'bind_password = "x"\nusers_base = "ou=p"\ngroups_base = "ou=g"\n'
+    )
+    console = run_cli("up")
+    assert console.process.wait(timeout=60) == 2
+    assert "Connector configuration problem" in console.text and "url" in console.text
+    assert "Traceback" not in console.text
