@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import ldap3
 
-from offboarding.cli import send_event, termination_event
-from offboarding.demo import approval_links
+from offboarding.demo import approval_links, send_leaver_event
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
 from offboarding.logging import configure_logging
-from offboarding.service import free_port, run_service
+from offboarding.processes import free_port
+from offboarding.service import run_service
 from offboarding.settings import Settings
 
 CSRF = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
@@ -69,16 +69,7 @@ def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:
     """(seconds from intake to approval email, seconds from approval POST to completion)."""
     since = time.time() - 0.5
     t_intake = time.perf_counter()
-    response = send_event(
-        base_url=running.web_url,
-        secret=settings.hris_secret.get_secret_value(),
-        event=termination_event(
-            employee_id=org.leaver_id,
-            email=org.leaver_email,
-            display_name=org.leaver_name,
-            requested_by=org.requester_id,
-        ),
-    )
+    response = send_leaver_event(running.web_url, settings, org)
     response.raise_for_status()
     flow_run_id = response.json()["flow_run_id"]
     links: list[tuple[str, str]] = []

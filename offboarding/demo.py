@@ -16,7 +16,7 @@ import typer
 
 from offboarding.cli import _announce, _wait_forever, send_event, termination_event
 from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import seed_demo_org
+from offboarding.localdir_seed import DemoOrg, seed_demo_org
 from offboarding.logging import configure_logging
 from offboarding.service import run_service
 from offboarding.settings import PeopleSettings, Settings
@@ -36,6 +36,20 @@ def approval_links(outbox: Path, since: float) -> list[tuple[str, str]]:
         for link in LINK.findall(text):
             found.append((str(message["To"]), link))
     return found
+
+
+def send_leaver_event(base_url: str, settings: Settings, org: DemoOrg) -> httpx.Response:
+    """HR's signed termination event for the demo leaver, requested by the demo requester."""
+    return send_event(
+        base_url=base_url,
+        secret=settings.hris_secret.get_secret_value(),
+        event=termination_event(
+            employee_id=org.leaver_id,
+            email=org.leaver_email,
+            display_name=org.leaver_name,
+            requested_by=org.requester_id,
+        ),
+    )
 
 
 def wait_until_suspended(api_url: str, flow_run_id: str, *, timeout: float) -> bool:
@@ -79,16 +93,7 @@ def run_demo(settings: Settings) -> None:
             _announce(running)
             typer.echo(f"  Demo directory: {directory.url} ({len(org.employee_ids)} employees)")
             started = time.time() - 1
-            response = send_event(
-                base_url=running.web_url,
-                secret=settings.hris_secret.get_secret_value(),
-                event=termination_event(
-                    employee_id=org.leaver_id,
-                    email=org.leaver_email,
-                    display_name=org.leaver_name,
-                    requested_by=org.requester_id,
-                ),
-            )
+            response = send_leaver_event(running.web_url, settings, org)
             typer.echo(
                 f"\nHR sent a termination event for {org.leaver_name} ({org.leaver_id}): "
                 f"HTTP {response.status_code} {response.text}"

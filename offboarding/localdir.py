@@ -12,14 +12,10 @@ Start it from the main thread, or from a thread that outlives the directory.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,33 +25,13 @@ from ldap3.core.exceptions import LDAPException
 
 from offboarding.localdir_config import config_ldif
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
+from offboarding.processes import die_with_parent, free_port
 
-__all__ = ["DemoOrg", "LocalDirectory", "LocalDirectoryError", "seed_demo_org"]
-
-_PR_SET_PDEATHSIG = 1
+__all__ = ["DemoOrg", "LocalDirectory", "LocalDirectoryError", "free_port", "seed_demo_org"]
 
 
 class LocalDirectoryError(RuntimeError):
     """The local directory could not be set up or started."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn asking the kernel to SIGKILL the child when the starting thread ends.
-
-    libc is loaded here, in the parent: the child, between fork and exec, only calls it.
-    """
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def in_child() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return in_child
 
 
 class LocalDirectory:
@@ -291,5 +267,5 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,21 +24,11 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from offboarding.processes import die_with_parent
 from offboarding.settings import Settings
 
 log = structlog.get_logger(__name__)
 EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the service process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_as_env(settings: Settings) -> dict[str, str]:
@@ -151,7 +139,7 @@ def _spawn(
         stdout=log_file,
         stderr=subprocess.STDOUT if log_file else None,
         stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent(),
         start_new_session=True,
     )
 

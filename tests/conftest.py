@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 from offboarding.db import create_schema, make_engine
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.service import RunningService, free_port, run_service
+from offboarding.processes import free_port
+from offboarding.service import RunningService, run_service
 from offboarding.services import Services, build_services
 from offboarding.settings import Settings, SmtpSettings
 

@@ -18,7 +18,7 @@ import pytest
 from support import decide, wait_for_state
 
 from offboarding.localdir import LocalDirectory
-from offboarding.service import free_port
+from offboarding.processes import free_port
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "offboarding.cli"]
