@@ -107,3 +107,20 @@ def send_leaver(stack: Any, employee_id: str, uid: str, name: str) -> httpx.Resp
             requested_by=stack.org.requester_id,
         ),
     )
+
+
+def run_of(stack: Any, case_id: str, timeout: float = 90) -> str:
+    """The case's flow run id, once the dispatcher has created the run (the intake answers
+    202 as soon as the case is stored; the run is created right after, in the background)."""
+    from sqlmodel import Session
+
+    from offboarding.models import Case
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(stack.engine) as session:
+            case = session.get(Case, case_id)
+            if case is not None and case.flow_run_id:
+                return str(case.flow_run_id)
+        time.sleep(0.1)
+    raise AssertionError(f"no flow run was created for case {case_id} within {timeout:.0f} s")
