@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from offboarding.text import safe_display
 
 SIGNATURE_HEADER = "Offboarding-Signature"
 
@@ -71,6 +73,18 @@ class Employee(BaseModel):
     email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     display_name: str = Field(min_length=1, max_length=300)
     manager_id: str | None = Field(default=None, max_length=100)
+
+    @field_validator("display_name")
+    @classmethod
+    def display_name_is_visible(cls, value: str) -> str:
+        """No invisible controls (bidi overrides, zero-width characters) and on one line."""
+        shown = safe_display(value).strip()
+        if not shown:
+            raise ValueError(
+                "display_name has no visible characters once control and invisible "
+                "characters are removed; send the employee's name as it should be shown"
+            )
+        return shown
 
 
 class TerminationEvent(BaseModel):

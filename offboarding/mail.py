@@ -22,6 +22,8 @@ from typing import Protocol
 import structlog
 from pydantic import SecretStr
 
+from offboarding.text import safe_display
+
 log = structlog.get_logger(__name__)
 
 
@@ -68,11 +70,15 @@ def _sender_domain(sender: str) -> str:
 
 
 def build_message(email: OutgoingEmail, sender: str) -> EmailMessage:
-    """A multipart/alternative message (plain text first, then HTML), UTF-8 throughout."""
+    """A multipart/alternative message (plain text first, then HTML), UTF-8 throughout.
+
+    The subject is put on one line without invisible controls (``safe_display``): it
+    carries names, and no line break may start a header of its own.
+    """
     if not email.to:
         raise ValueError("an email needs at least one recipient")
     message = EmailMessage()
-    message["Subject"] = email.subject
+    message["Subject"] = safe_display(email.subject).strip()
     message["From"] = sender
     message["To"] = ", ".join(email.to)
     if email.reply_to:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from approvals.requests import decisions_on
 from connectors.base import Outcome, Person
@@ -16,6 +16,7 @@ from offboarding.rendering import load_messages, pick_language
 from offboarding.rendering import render_email as render
 from offboarding.revocation import VerificationReport
 from offboarding.services import Services
+from offboarding.text import markdown_escape
 
 
 def _person(services: Services, employee_id: str) -> Person:
@@ -169,7 +170,11 @@ def evidence_markdown(
     report: VerificationReport,
     failures: Sequence[str],
 ) -> str:
-    """The evidence summary, in English and Dutch, for the run's artifact."""
+    """The evidence summary, in English and Dutch, for the run's artifact.
+
+    The report templates are Markdown: every value they print is Markdown-escaped
+    (``offboarding.rendering.finalize``), names from the directory included.
+    """
     approver = _approver(services, case, record)
     requester = _person(services, case.requested_by)
     context = {
@@ -198,3 +203,21 @@ def evidence_markdown(
         for lang in ("en", "nl")
     ]
     return "\n\n---\n\n".join(parts)
+
+
+def artifact_description(
+    kind: Literal["plan", "evidence"], case: Case, record: RevocationPlanRecord | None = None
+) -> str:
+    """The description of the run's ``plan`` or ``evidence`` artifact (shown as Markdown).
+
+    The leaver's id and name are Markdown-escaped and freed of invisible controls; the
+    ``plan`` description needs the plan ``record``.
+    """
+    who = f"{markdown_escape(case.employee_id)} ({markdown_escape(case.display_name)})"
+    if kind == "evidence":
+        return f"Evidence for {who}"
+    if kind == "plan":
+        if record is None:
+            raise ValueError("the plan artifact's description needs the plan record")
+        return f"Revocation plan v{record.version} for {who}; SHA-256 {record.plan_hash}"
+    raise ValueError(f"no artifact kind {kind!r}: use 'plan' or 'evidence'")

@@ -10,17 +10,29 @@ Pages are one template per page, ``pages/{name}.html``, for every language: all
 their words come from the flat message catalogs ``pages/messages.{lang}.json``,
 injected as ``t`` together with ``lang``. The catalogs carry the same keys, so
 the Dutch and English pages cannot drift apart in structure.
+
+Every value a template prints passes ``finalize`` first, because names and other text
+come from people and directories (see ``offboarding.text``): it is put on one line
+without invisible controls, and in Markdown templates (``*.md``) its Markdown is
+escaped too. HTML is then escaped as usual. Two filters say otherwise where needed:
+``multiline`` keeps a free text's line breaks (``{{ reason | multiline(indent=4) }}``),
+``md_code`` prints a Markdown code span (``{{ case.id | md_code }}``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.runtime import Context
+from markupsafe import Markup
+
+from offboarding.text import markdown_escape, safe_display, safe_multiline
 
 SUPPORTED_LANGUAGES = ("nl", "en")
 
@@ -42,9 +54,61 @@ def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=finalize,
     )
     env.filters["describe"] = describe
+    env.filters["multiline"] = multiline
+    env.filters["md_code"] = md_code
     return env
+
+
+class Prepared(str):
+    """Text a filter has already made safe for its place; ``finalize`` leaves it as it is.
+
+    HTML templates still escape it.
+    """
+
+    __slots__ = ()
+
+
+@jinja2.pass_context
+def finalize(context: Context, value: Any) -> Any:
+    """What a template prints of ``value``: one line, no invisible controls, Markdown literal.
+
+    Markup (a macro's or ``caller()``'s output) keeps its lines: the values inside it were
+    finalized when it was rendered; only stray invisible characters are taken out.
+    """
+    if isinstance(value, Prepared | jinja2.Undefined) or value is None:
+        return value
+    if isinstance(value, Markup):
+        # Taking invisible characters out of escaped HTML cannot add markup to it.
+        return Markup(safe_multiline(str(value)))  # noqa: S704
+    if not isinstance(value, str):
+        if isinstance(value, int | float):  # bool too
+            return value
+        value = str(value)
+    if context.name is not None and context.name.endswith(".md"):
+        return markdown_escape(value)
+    return safe_display(value)
+
+
+def multiline(value: object, indent: int = 0) -> Prepared:
+    """Free text that keeps its line breaks, each non-blank line indented by ``indent`` spaces.
+
+    Apart from the line breaks it is cleaned as every other value is (``safe_multiline``).
+    For emails and pages: in a Markdown template it would not be Markdown-escaped.
+    """
+    prefix = " " * indent
+    lines = safe_multiline(str(value)).split("\n")
+    return Prepared("\n".join(prefix + line if line.strip() else "" for line in lines))
+
+
+def md_code(value: object) -> Prepared:
+    """``value`` as a Markdown code span, fenced by more backticks than it holds in a row."""
+    text = safe_display(str(value))
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return Prepared(f"{fence}{padding}{text}{padding}{fence}")
 
 
 def describe(item: Mapping[str, Any], messages: Mapping[str, str]) -> str:

@@ -37,6 +37,7 @@ from offboarding.mail import (
     build_message,
 )
 from offboarding.rendering import render_email, template_env
+from offboarding.text import BIDI_CONTROLS, ZERO_WIDTH
 
 SENDER = "Offboarding <offboarding@example.nl>"
 LINK = "https://offboarding.example.nl/approvals/c-2025-0042?token=abc.def&lang=nl"
@@ -64,16 +65,18 @@ def html_links(html: str) -> list[str]:
     return parser.hrefs
 
 
-def approval_email() -> OutgoingEmail:
+def approval_email(
+    leaver_name: str = "Zoë Ëmans", approver_name: str = "Jeroen Bakker"
+) -> OutgoingEmail:
     rendered = render_email(
         template_env(),
         "approval_request",
         "nl",
         {
-            "approver": {"display_name": "Jeroen Bakker"},
+            "approver": {"display_name": approver_name},
             "leaver": {
                 "employee_id": "E1042",
-                "display_name": "Zoë Ëmans",
+                "display_name": leaver_name,
                 "email": "zoe.emans@example.nl",
             },
             "requester": {"employee_id": "E0007", "display_name": "Mieke Jansen"},
@@ -446,13 +449,33 @@ def test_build_message_rejects_what_cannot_be_sent() -> None:
         build_message(good, "offboarding")
     with pytest.raises(ValueError, match="recipient"):
         build_message(OutgoingEmail(to=[], subject="x", text="t", html="h"), SENDER)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="linefeed or carriage return"):
         build_message(
             OutgoingEmail(
-                to=["a@example.nl"], subject="x\nBcc: b@evil.example", text="t", html="h"
+                to=["a@example.nl\r\nBcc: b@evil.example"], subject="x", text="t", html="h"
             ),
             SENDER,
         )
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "x\nBcc: b@evil.example",
+        "x\r\nBcc: b@evil.example",
+        "x\rBcc: b@evil.example",
+        "x\u2028Bcc: b@evil.example",
+        "\u202ex\u200b Bcc: b@evil.example\n",
+    ],
+)
+def test_build_message_keeps_the_subject_one_visible_line(subject: str) -> None:
+    outgoing = OutgoingEmail(to=["a@example.nl"], subject=subject, text="t", html="<p>h</p>")
+    raw = build_message(outgoing, SENDER).as_bytes()
+
+    received = parse(raw)
+    assert received["Subject"] == "x Bcc: b@evil.example"
+    assert received["Bcc"] is None
+    assert not [line for line in raw.splitlines() if line.lower().startswith(b"bcc")]
 
 
 def test_build_message_encodes_dutch_subject() -> None:
@@ -468,6 +491,27 @@ def test_build_message_encodes_dutch_subject() -> None:
     assert b"=?utf-8?" in raw
     assert parse(raw)["Subject"] == outgoing.subject
     assert parse(raw)["To"] == "a@example.nl, b@example.nl"
+
+
+def test_smtp_delivers_a_spoofing_name_as_plain_visible_text(smtp_peer: Server) -> None:
+    outgoing = approval_email(
+        leaver_name="Jan \u202eseirf.exe", approver_name="[x](http://evil) **boss**\u2066"
+    )
+    mailer = SmtpMailer(host="127.0.0.1", port=smtp_peer.port, sender=SENDER)
+
+    mailer.send(outgoing)
+
+    [envelope] = smtp_peer.recorder.envelopes
+    assert envelope.rcpt_tos == ["jeroen.bakker@example.nl"]
+    received = parse(envelope.content)
+    plain, html = (part.get_content() for part in received.iter_parts())
+    subject = str(received["Subject"])
+    assert subject == "SPOED \u2013 Goedkeuring gevraagd: toegang van Jan seirf.exe intrekken"
+    for shown in (subject, plain, html):
+        assert not set(shown) & (BIDI_CONTROLS | ZERO_WIDTH)
+    assert "Jan seirf.exe" in plain and "Jan seirf.exe" in html
+    assert "[x](http://evil) **boss**," in plain
+    assert html_links(html) == [LINK]
 
 
 # --- OutboxMailer -------------------------------------------------------------------------

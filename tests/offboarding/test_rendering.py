@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import ldap3
 import pytest
+from markdown_it import MarkdownIt
+from sqlmodel import Session, select
+from support import text_of
 
+from approvals.requests import request_approvals
+from offboarding import notify
+from offboarding.cases import leaver_of
+from offboarding.localdir import LocalDirectory
+from offboarding.localdir_seed import DemoOrg, seed_demo_org
+from offboarding.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Case,
+    Decision,
+    RevocationPlanRecord,
+)
 from offboarding.rendering import (
     SUPPORTED_LANGUAGES,
     RenderedEmail,
@@ -22,6 +44,10 @@ from offboarding.rendering import (
     render_page,
     template_env,
 )
+from offboarding.revocation import inventory_all, load_plan, revoke_one, store_plan, verify_all
+from offboarding.services import Services, build_services
+from offboarding.settings import Settings
+from offboarding.text import BIDI_CONTROLS, ZERO_WIDTH
 
 LINK = "https://offboarding.example.nl/approvals/c-2025-0042?token=abc.def&lang=nl"
 HOSTILE_NAME = '<script>alert("x")</script> Zoë'
@@ -45,6 +71,22 @@ class Elements(HTMLParser):
         matches = [(name, attrs) for name, attrs in self.tags if attrs.get("id") == element_id]
         assert len(matches) == 1, f"expected one element with id {element_id!r}"
         return matches[0]
+
+
+class Text(HTMLParser):
+    """The text a browser would show, entities decoded."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.feed(html)
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_text(html: str) -> str:
+    return "".join(Text(html).parts)
 
 
 def text_links(text: str) -> list[str]:
@@ -637,3 +679,325 @@ def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environmen
     assert "Lid van developers" in page
     unknown = {"kind": "api_token", "name": "x", "label": "GitHub token ghp_…"}
     assert describe(unknown, {"describe.membership": "Lid van %(name)s"}) == "GitHub token ghp_…"
+
+
+# --- names that try to look like something else -------------------------------------------
+
+BIDI_NAME = "Jan \u202eseirf.exe"  # shows as "Jan exe.fries" where the override works
+MARKDOWN_NAME = "[x](http://evil) **boss**"
+HIDDEN = BIDI_CONTROLS | ZERO_WIDTH
+
+
+def hidden_in(*texts: str) -> set[str]:
+    return {char for text in texts for char in text if char in HIDDEN}
+
+
+def render_markdown(text: str) -> str:
+    """CommonMark with GitHub's tables and strikethrough, as Prefect's artifact view renders."""
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+
+
+def with_hostile_people(name: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Every person in ``context`` renamed the way a directory entry could be."""
+    people = {
+        "leaver": {**leaver(), "display_name": BIDI_NAME},
+        "requester": {"employee_id": "E0007", "display_name": "Mieke \u2066Jansen\u2069"},
+        "approver": {"employee_id": "E0011", "display_name": "Jeroen\u200d Bakker\u202c"},
+        "recipient": {"display_name": "\ufeffMieke\u200b Jansen"},
+    }
+    return {
+        **context,
+        **{key: {**context[key], **value} for key, value in people.items() if key in context},
+    }
+
+
+@pytest.mark.parametrize("name", EMAILS)
+def test_emails_show_no_bidi_or_zero_width_character(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    email = render_email(env, name, language, with_hostile_people(name, email_context(name)))
+
+    assert hidden_in(email.subject, email.text, email.html) == set()
+    assert "Jan seirf.exe" in email.subject
+    assert "Jan seirf.exe" in email.text
+    assert "Jan seirf.exe" in email.html
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_show_no_bidi_or_zero_width_character(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    context = with_hostile_people(name, page_context(name))
+    if "leaver" not in context:
+        context["detail"] = "token \u202eexe.dilavni"
+    html = render_page(env, name, language, context)
+
+    assert hidden_in(html) == set()
+
+
+def test_a_line_break_in_a_name_cannot_forge_a_line(env: jinja2.Environment) -> None:
+    context = email_context(
+        "approval_request",
+        leaver=leaver("Zoë\nËmans"),
+        requester={"employee_id": "E0007", "display_name": "Mieke\r\nCase number: c-fake"},
+    )
+    email = render_email(env, "approval_request", "en", context)
+
+    assert email.subject == "Approval needed: revoke access for Zoë Ëmans"
+    assert "Mieke Case number: c-fake (E0007)" in email.text
+    assert [line for line in email.text.splitlines() if line.startswith("Case number:")] == [
+        "Case number:      c-2025-0042"
+    ]
+
+
+def test_free_text_keeps_its_lines_but_not_its_controls(
+    env: jinja2.Environment, language: str
+) -> None:
+    reason = "Zoë blijft\u202e tot maart.\r\nZie het\u200b bericht van HR."
+    rejected = render_email(
+        env, "case_rejected", language, email_context("case_rejected", reason=reason)
+    )
+    problem = "LDAP:\n\u2066connection refused\u2069"
+    attention = render_email(
+        env, "needs_attention", language, email_context("needs_attention", problem=problem)
+    )
+
+    assert "\n    Zoë blijft tot maart.\n    Zie het bericht van HR.\n" in rejected.text
+    assert ">Zoë blijft tot maart.\nZie het bericht van HR.</blockquote>" in rejected.html
+    assert "\n    LDAP:\n    connection refused\n" in attention.text
+    assert ">LDAP:\nconnection refused</blockquote>" in attention.html
+    assert hidden_in(rejected.text, rejected.html, attention.text, attention.html) == set()
+
+
+def test_free_text_is_still_html_escaped(env: jinja2.Environment) -> None:
+    context = email_context("case_rejected", reason="<b>nee</b>\n& klaar")
+    email = render_email(env, "case_rejected", "nl", context)
+
+    assert ">&lt;b&gt;nee&lt;/b&gt;\n&amp; klaar</blockquote>" in email.html
+    assert "    <b>nee</b>\n    & klaar" in email.text
+
+
+def test_free_text_filters_keep_required_variables_required(env: jinja2.Environment) -> None:
+    template = env.from_string("{{ reason | multiline(indent=2) }}{{ missing | md_code }}")
+    with pytest.raises(jinja2.UndefinedError):
+        template.render(reason="a\nb")
+
+
+def test_values_that_are_not_text_print_as_before(env: jinja2.Environment) -> None:
+    template = env.from_string("{{ n }} {{ x }} {{ flag }} {{ nothing }} {{ day }}")
+
+    assert template.render(n=3, x=1.5, flag=True, nothing=None, day=date(2025, 1, 31)) == (
+        "3 1.5 True None 2025-01-31"
+    )
+
+
+def evidence_context(**overrides: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "case": {
+            "id": "c-2025-0042",
+            "employee_id": "E1042",
+            "display_name": MARKDOWN_NAME,
+            "last_working_day": "2025-01-31",
+            "urgent": False,
+        },
+        "requester": {"display_name": BIDI_NAME, "employee_id": "E0007"},
+        "approver": {"display_name": "Noor | **de Groot**\n| fake | row |", "employee_id": "E1_7"},
+        "plan_hash": PLAN_HASH,
+        "plan_version": 1,
+        "outcomes": [
+            {"label": "Lid van [x](http://evil)", "kind": "membership", "name": "*admins*"},
+        ],
+        "failures": ["github: team <b>platform</b>"],
+        "remaining": ["Member of ![p](http://evil/p.png)"],
+        "checks": [
+            {"name": "directory: no `groups`", "passed": False, "detail": "still in # admins"},
+            {"name": "directory: locked", "passed": True, "detail": ""},
+        ],
+        "clean": False,
+        "generated_at": "2025-01-31 17:05:00 UTC",
+    }
+    context["outcomes"][0]["status"] = "revoked"
+    return {**context, **overrides}
+
+
+def test_evidence_report_shows_names_and_labels_literally(
+    env: jinja2.Environment, language: str
+) -> None:
+    markdown = env.get_template(f"reports/evidence.{language}.md").render(
+        **evidence_context(), t=load_messages(env, language)
+    )
+    rendered = render_markdown(markdown)
+    elements = Elements(rendered)
+
+    assert hidden_in(markdown) == set()
+    assert elements.find("a") == [] and elements.find("img") == [] and elements.find("b") == []
+    assert [tag for tag, _ in elements.tags if tag == "em"] == []
+    shown = html_text(rendered)
+    for literal in [
+        f"{MARKDOWN_NAME} (E1042)",
+        "Jan seirf.exe (E0007)",
+        "Noor | **de Groot** | fake | row | (E1_7)",
+        "*admins*",
+        "github: team <b>platform</b>",
+        "Member of ![p](http://evil/p.png)",
+        "directory: no `groups`",
+        "still in # admins",
+    ]:
+        assert literal in shown
+    assert len(elements.find("h1")) == 1
+    assert len(elements.find("h2")) == 2  # the steps and the verification, nothing injected
+    rows = re.findall(r"<tr>(.*?)</tr>", rendered, flags=re.S)
+    assert [len(re.findall(r"<t[dh]>", row)) for row in rows] == [2] * 8 + [2] * 3 + [3] * 3
+    # the report's own emphasis still works
+    assert (
+        re.findall(r"<strong>(.*?)</strong>", rendered)
+        == {
+            "en": ["Needs attention: access remains or a step failed", "failed", "no"],
+            "nl": ["Actie nodig: er is nog toegang of een stap is mislukt", "mislukt", "nee"],
+        }[language]
+    )
+    assert f"<code>{PLAN_HASH}</code>" in rendered
+    assert "<code>c-2025-0042</code>" in rendered
+    assert "Member of ![p](http://evil/p.png)</p>" in rendered  # its own paragraph
+
+
+def test_markdown_code_spans_hold_any_backticks(env: jinja2.Environment) -> None:
+    template = env.from_string("{{ a | md_code }} {{ b | md_code }}")
+    markdown = template.render(a="c`1", b="`x``")
+    assert render_markdown(markdown) == "<p><code>c`1</code> <code>`x``</code></p>\n"
+
+
+# --- the same, end to end: a case in the database, people from a real directory -----------
+
+
+@pytest.fixture
+def hostile_directory(tmp_path: Path) -> Iterator[tuple[LocalDirectory, DemoOrg]]:
+    """The demo organisation, where the requester, one approver and one group have odd names."""
+    with LocalDirectory.start(tmp_path / "slapd", admin_password=secrets.token_urlsafe(16)) as d:
+        org = seed_demo_org(d, password=secrets.token_urlsafe(12))
+        conn = d.admin_connection()
+        try:
+            for uid, name in [("hbakker", "Hanna\nApproved by: CEO"), ("lsmit", MARKDOWN_NAME)]:
+                conn.modify(
+                    f"uid={uid},{d.users_base}", {"displayName": [(ldap3.MODIFY_REPLACE, [name])]}
+                )
+            conn.add(
+                f"cn=**root** \u202eadmins,{d.groups_base}",
+                ["groupOfNames"],
+                {"cn": "**root** \u202eadmins", "member": [org.leaver_dn]},
+            )
+        finally:
+            conn.unbind()
+        yield d, org
+
+
+def outbox_messages(services: Services) -> list[EmailMessage]:
+    return [
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        for path in sorted(services.settings.outbox_dir.glob("*.eml"))
+    ]
+
+
+def test_names_from_the_directory_are_neutralised_when_shown(
+    tmp_path: Path, hostile_directory: tuple[LocalDirectory, DemoOrg]
+) -> None:
+    directory, org = hostile_directory
+    settings = Settings(
+        home=tmp_path / "home",
+        connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+    )
+    services = build_services(settings)
+    # stored as an older intake would have: the name still carries its override
+    case = Case(
+        event_id="evt-hostile",
+        employee_id=org.leaver_id,
+        employee_email=org.leaver_email,
+        display_name=BIDI_NAME,
+        requested_by=org.requester_id,
+        last_working_day=date.today(),
+        occurred_at=datetime.now(UTC),
+    )
+    with Session(services.engine, expire_on_commit=False) as session:
+        session.add(case)
+        session.commit()
+    leaver_ = leaver_of(case)
+    record = store_plan(services, case, leaver_, inventory_all(services, leaver_))
+
+    request_approvals(services, case, record)
+    with Session(services.engine) as session:
+        request = session.exec(
+            select(ApprovalRequest).where(ApprovalRequest.approver_id == "E1004")
+        ).one()
+        session.add(
+            ApprovalDecision(
+                case_id=case.id,
+                request_id=request.id,
+                plan_hash=record.plan_hash,
+                approver_id="E1004",
+                decision=Decision.APPROVE,
+            )
+        )
+        session.commit()
+    grants = load_plan(record).steps
+    outcomes = [
+        revoke_one(services, case_id=case.id, plan_id=record.id, grant=step.grant)
+        for step in grants
+    ]
+    report = verify_all(services, case.id, leaver_)
+    notify.completed(services, case, record, outcomes, report)
+
+    messages = outbox_messages(services)
+    assert len(messages) == 3 + 2  # three approval requests, then requester and approver
+    for message in messages:
+        subject = str(message["Subject"])
+        plain, html_part = message.get_body(("plain",)), message.get_body(("html",))
+        assert plain is not None and html_part is not None
+        text, html = plain.get_content(), html_part.get_content()
+        assert hidden_in(subject, text, html) == set()
+        assert "Jan seirf.exe" in subject
+        assert not [line for line in text.splitlines() if line.startswith("Approved by: CEO")]
+        assert not [link for link in html_links(html) if "evil" in link]
+    [completed] = [m for m in messages if str(m["To"]) == "hbakker@example.test"]
+    assert "Goedgekeurd door:        [x](http://evil) **boss** (E1004)" in text_of(completed)
+
+    markdown = notify.evidence_markdown(services, case, record, outcomes, report, [])
+    rendered = render_markdown(markdown)
+    assert hidden_in(markdown) == set()
+    assert Elements(rendered).find("a") == []
+    shown = html_text(rendered)
+    assert f"{MARKDOWN_NAME} (E1004)" in shown
+    assert "Hanna Approved by: CEO (E0007)" in shown
+    assert "Member of **root** admins" in shown
+    assert "<strong>boss</strong>" not in rendered and "<strong>root</strong>" not in rendered
+
+    for description in [
+        notify.artifact_description("plan", case, record),
+        notify.artifact_description("evidence", case),
+    ]:
+        assert hidden_in(description) == set()
+        assert "Jan seirf.exe" in html_text(render_markdown(description))
+    assert notify.artifact_description("evidence", case) == r"Evidence for E1042 (Jan seirf\.exe)"
+
+
+def test_artifact_descriptions_escape_markdown() -> None:
+    case = Case(
+        event_id="evt",
+        employee_id="E_1042",
+        employee_email="j@example.test",
+        display_name=MARKDOWN_NAME,
+        requested_by="E0007",
+        last_working_day=date(2025, 1, 31),
+        occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    record = RevocationPlanRecord(case_id=case.id, version=2, plan_hash=PLAN_HASH, canonical="{}")
+
+    plan = notify.artifact_description("plan", case, record)
+    evidence = notify.artifact_description("evidence", case)
+
+    assert plan == (
+        r"Revocation plan v2 for E\_1042 (\[x\]\(http://evil\) \*\*boss\*\*); "
+        f"SHA-256 {PLAN_HASH}"
+    )
+    assert render_markdown(evidence) == ("<p>Evidence for E_1042 ([x](http://evil) **boss**)</p>\n")
+    with pytest.raises(ValueError, match="plan record"):
+        notify.artifact_description("plan", case)
