@@ -17,9 +17,9 @@ class UnknownConnectorKind(ValueError):
 
 
 def _factories() -> dict[str, ConnectorFactory]:
-    from connectors import ldap
+    from connectors import ldap, scim
 
-    return {"ldap": ldap.from_config}
+    return {"ldap": ldap.from_config, "scim": scim.from_config}
 
 
 def _people_factories() -> dict[str, PeopleFactory]:
