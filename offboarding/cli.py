@@ -23,14 +23,24 @@ HostOption = Annotated[
     str | None, typer.Option(help="Address for the web app (default 127.0.0.1).")
 ]
 PortOption = Annotated[int | None, typer.Option(help="Port for the web app (default 8080).")]
+PrefectPortOption = Annotated[
+    int | None,
+    typer.Option(help="Port for the embedded Prefect server and its UI (default 4200)."),
+]
 
 
-def _settings(host: str | None = None, port: int | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+def _settings(  # type: ignore[no-untyped-def]
+    host: str | None = None,
+    port: int | None = None,
+    prefect_port: int | None = None,
+    **overrides: object,
+):
     from pydantic import ValidationError
 
     from offboarding.settings import Settings
 
-    values = {k: v for k, v in {"host": host, "port": port, **overrides}.items() if v is not None}
+    given = {"host": host, "port": port, "prefect_port": prefect_port, **overrides}
+    values = {k: v for k, v in given.items() if v is not None}
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -47,13 +57,15 @@ def _wait_forever() -> None:
 
 
 @app.command()
-def up(host: HostOption = None, port: PortOption = None) -> None:
+def up(
+    host: HostOption = None, port: PortOption = None, prefect_port: PrefectPortOption = None
+) -> None:
     """Run the service: local Prefect server, flow deployments served, web app."""
     from offboarding.logging import configure_logging
     from offboarding.service import run_service
 
     configure_logging()
-    settings = _settings(host, port)
+    settings = _settings(host, port, prefect_port)
     if not settings.connectors:
         typer.secho(
             f"No connectors configured. Add them to {settings.home / 'config.toml'} "
@@ -101,16 +113,21 @@ def _announce(running) -> None:  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def demo(host: HostOption = None, port: PortOption = None) -> None:
+def demo(
+    host: HostOption = None, port: PortOption = None, prefect_port: PrefectPortOption = None
+) -> None:
     """Run the service with a throwaway demo directory and one leaver event already sent.
 
     The demo keeps its data in `<data dir>/demo`, fresh on every start, apart from yours.
     """
     from offboarding.demo import run_demo
+    from offboarding.service import check_ports_free
 
-    base = _settings(host, port)
+    base = _settings(host, port, prefect_port)
+    settings = _settings(host, port, prefect_port, env="demo", home=base.home / "demo")
     try:
-        run_demo(_settings(host, port, env="demo", home=base.home / "demo"))
+        check_ports_free(settings)  # before the demo wipes its data dir: it may be in use
+        run_demo(settings)
     except RuntimeError as exc:
         typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc

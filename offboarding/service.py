@@ -1,5 +1,9 @@
 """Run the whole service on embedded defaults: Prefect server, flow runner, web app.
 
+Before anything starts, the ports must be free and the data dir not in use by another
+service; the Prefect server that answers must be the one started here; the runner is
+supervised (offboarding.supervisor).
+
 Used by `offboarding up` / `offboarding demo` and by the end-to-end tests, so
 the tests exercise exactly what a user runs.
 """
@@ -18,14 +22,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 import structlog
 from pydantic import SecretStr
 
-from offboarding.processes import die_with_parent
+from offboarding.processes import (
+    die_with_parent,
+    exclusive_lock,
+    lock_holder,
+    port_problem,
+    stop_process_group,
+)
 from offboarding.settings import Settings
+
+if TYPE_CHECKING:
+    from offboarding.supervisor import RunnerSupervisor
 
 log = structlog.get_logger(__name__)
 EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
@@ -84,6 +97,7 @@ class RunningService:
     settings: Settings
     api_port: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    supervisor: RunnerSupervisor | None = None
     web_thread: threading.Thread | None = None
     web_server: Any = None
 
@@ -105,29 +119,51 @@ class RunningService:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
         try:
             if self.web_server is not None:
-                self.web_server.should_exit = True
+                self.web_server.should_exit = True  # runs the app's lifespan shutdown
             if self.web_thread is not None:
-                self.web_thread.join(timeout=10)
+                self.web_thread.join(timeout=30)
+                if self.web_thread.is_alive():
+                    log.error("the web app did not stop within 30 s")
+            if self.supervisor is not None:
+                self.supervisor.stop()  # before the server: no restart, runs still reachable
             for process in reversed(self.processes):
-                _stop_process(process)
+                stop_process_group(process)
             self.processes.clear()
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
 
 
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    # The Prefect runner does not always act on the first SIGTERM: escalate.
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def check_ports_free(settings: Settings, api_port: int | None = None) -> None:
+    """Refuse to start when a port the service needs is taken, saying how to choose another."""
+    api_port = api_port or settings.prefect_port
+    if api_port == settings.port:
+        raise RuntimeError(
+            f"the web app and the Prefect server are both set to port {api_port}: "
+            "give one another port (--port / OFFBOARDING_PORT, --prefect-port / "
+            "OFFBOARDING_PREFECT_PORT)"
+        )
+    for what, host, port, option in (
+        ("the Prefect server", "127.0.0.1", api_port, "--prefect-port / OFFBOARDING_PREFECT_PORT"),
+        ("the web app", settings.host, settings.port, "--port / OFFBOARDING_PORT"),
+    ):
+        problem = port_problem(host, port)
+        if problem:
+            raise RuntimeError(
+                f"{what} cannot listen on {host}:{port} ({problem}); is another offboarding "
+                f"service running? Stop it, or choose another port with {option}"
+            )
+
+
+def _lock_data_dir(home: Path) -> IO[str]:
+    path = home / "run" / "service.lock"
+    lock = exclusive_lock(path)
+    if lock is None:
+        raise RuntimeError(
+            f"another offboarding service (pid {lock_holder(path)}) is running with the data "
+            f"dir {home.resolve()}; stop it, or give this one its own OFFBOARDING_HOME"
+        )
+    return lock
 
 
 def _spawn(
@@ -144,34 +180,35 @@ def _spawn(
     )
 
 
-def _wait_for(
-    url: str, *, timeout: float, process: subprocess.Popen[bytes], what: str, log: Path | str
+def _wait_for_prefect_server(
+    api_url: str, *, process: subprocess.Popen[bytes], prefect_home: Path, log: Path
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until the server we started answers, and make sure it is ours that answers."""
+    deadline = time.monotonic() + 90
+    while True:
         if process.poll() is not None:
             raise RuntimeError(
-                f"{what} exited with code {process.returncode}; see {log}"
+                f"the Prefect server exited with code {process.returncode}; see {log}"
                 " (is the port already in use?)"
             )
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Prefect server did not become ready within 90 s ({api_url})")
         time.sleep(0.3)
-    raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s ({url})")
-
-
-def _wait_for_deployment(
-    api_url: str, name: str, timeout: float, process: subprocess.Popen[bytes]
-) -> None:
-    flow_name, deployment_name = name.split("/", 1)
-    _wait_for(
-        f"{api_url}/deployments/name/{flow_name}/{deployment_name}",
-        timeout=timeout,
-        process=process,
-        what="the flow runner",
-        log="its output above (or logs/runner.log in the data dir)",
-    )
+    # Another server that took the port first answers health too: ours keeps its data in
+    # our data dir, and is still alive.
+    try:
+        home = httpx.get(f"{api_url}/admin/settings", timeout=10).json().get("home")
+    except (httpx.HTTPError, ValueError) as exc:
+        raise RuntimeError(f"the Prefect server at {api_url} did not answer: {exc}") from exc
+    if process.poll() is not None or not home or Path(home).resolve() != prefect_home:
+        raise RuntimeError(
+            f"another Prefect server (data in {home}) answers at {api_url}, not the one this "
+            f"service started (see {log}); choose another port with --prefect-port / "
+            "OFFBOARDING_PREFECT_PORT"
+        )
 
 
 @contextlib.contextmanager
@@ -182,9 +219,15 @@ def run_service(
     quiet: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningService]:
-    """Start Prefect server, runner and web app; stop all of them on exit."""
+    """Start Prefect server, runner (supervised) and web app; stop all of them on exit.
+
+    Refuses to start (RuntimeError, one line saying what to change) when a port is taken
+    or another service uses the same data dir.
+    """
     import uvicorn
     from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from offboarding.supervisor import RunnerSupervisor
 
     settings.home.mkdir(parents=True, exist_ok=True)
     api_port = api_port or settings.prefect_port
@@ -204,9 +247,11 @@ def run_service(
     running = RunningService(settings=settings, api_port=api_port)
     stack = contextlib.ExitStack()
     try:
+        stack.enter_context(_lock_data_dir(settings.home))
+        check_ports_free(settings, api_port)
         # this process (web app: start and resume runs) talks to the same Prefect server
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: running.api_url}))
-        server_log = open(logs_dir / "prefect-server.log", "ab")
+        server_log = stack.enter_context(open(logs_dir / "prefect-server.log", "ab"))
         server = _spawn(
             [
                 sys.executable,
@@ -223,35 +268,41 @@ def run_service(
             server_log,
         )
         running.processes.append(server)
-        _wait_for(
-            f"{running.api_url}/health",
-            timeout=90,
+        _wait_for_prefect_server(
+            running.api_url,
             process=server,
-            what="the Prefect server",
+            prefect_home=Path(env_prefect["PREFECT_HOME"]),
             log=logs_dir / "prefect-server.log",
         )
-        runner_log = open(logs_dir / "runner.log", "ab") if quiet else None
-        runner = _spawn([sys.executable, "-m", "offboarding.runner"], child_env, runner_log)
-        running.processes.append(runner)
-        _wait_for_deployment(running.api_url, settings.deployment, 90, runner)
+        runner_log = stack.enter_context(open(logs_dir / "runner.log", "ab")) if quiet else None
+        running.supervisor = RunnerSupervisor(
+            spawn=lambda extra: _spawn(
+                [sys.executable, "-m", "offboarding.runner"], {**child_env, **extra}, runner_log
+            ),
+            api_url=running.api_url,
+            deployments=[settings.deployment, settings.retention_deployment],
+            pidfile=settings.home / "run" / "runner.pid",
+        )
+        running.supervisor.start()
 
         from offboarding.services import build_services
         from offboarding.web import create_app
 
         app = create_app(build_services(settings))
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
         )
         web = uvicorn.Server(config)
         context = contextvars.copy_context()  # carries the Prefect settings into the thread
         thread = threading.Thread(target=context.run, args=(web.run,), name="web", daemon=True)
         thread.start()
         running.web_server, running.web_thread = web, thread
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not web.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the web app could not start on {settings.host}:{settings.port}"
+                    f"the web app could not start on {settings.host}:{settings.port}; "
+                    "see the log above"
                 )
             time.sleep(0.05)
         yield running

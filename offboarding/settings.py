@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +22,9 @@ from connectors.base import GrantKind
 
 DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
+OFFBOARD_FLOW = "offboard-leaver"  # the flows' names; their deployments add the instance
+RETENTION_FLOW = "apply-retention"
+_INSTANCE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
 class SmtpSettings(BaseModel):
@@ -42,6 +47,11 @@ def _secret_key(key: str) -> bool:
 
 def _home_from_env() -> Path:
     return Path(os.environ.get("OFFBOARDING_HOME", ".offboarding"))
+
+
+def default_instance(home: Path) -> str:
+    """A short name that differs per data dir: its resolved path, hashed."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
 
 def _config_file() -> Path:
@@ -80,12 +90,21 @@ class Settings(BaseSettings):
     people: PeopleSettings = PeopleSettings()
     connectors: list[dict[str, Any]] = Field(default_factory=list)
 
-    deployment: str = "offboard-leaver/offboard-leaver"
+    # Names this installation's deployments on the Prefect server ("offboard-leaver-<instance>"),
+    # so installations sharing one server never run each other's cases. Default: a short hash
+    # of the resolved data dir.
+    instance: str = ""
     # Instant dismissal ("ontslag op staande voet"): grant kinds revoked at once, before the
     # second manager decides (e.g. ["account"] locks sign-in immediately). Empty: nothing is
     # revoked before approval.
     urgent_containment: list[GrantKind] = Field(default_factory=list)
     retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
+    # Database work the web app does at once (worker threads; also the PostgreSQL pool size).
+    db_concurrency: int = Field(default=16, ge=1, le=200)
+    # A crashed or failed run of an open case is rescheduled after these delays, then the
+    # case goes to "needs attention". The dispatcher looks for such work this often.
+    recovery_delays_seconds: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0])
+    dispatch_interval_seconds: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -130,6 +149,22 @@ class Settings(BaseSettings):
             names.add(config["name"])
         return value
 
+    @field_validator("instance")
+    @classmethod
+    def _valid_instance(cls, value: str) -> str:
+        if value and not _INSTANCE.fullmatch(value):
+            raise ValueError(
+                f"instance {value!r} is not a valid name: use 1-40 lowercase letters, digits "
+                "and dashes, starting with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _instance_from_home(self) -> Settings:
+        if not self.instance:
+            self.instance = default_instance(self.home)
+        return self
+
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.env == "production":
@@ -167,6 +202,15 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def deployment(self) -> str:
+        """The case flow's deployment as "flow/deployment": served by `up`, used by the web app."""
+        return f"{OFFBOARD_FLOW}/{OFFBOARD_FLOW}-{self.instance}"
+
+    @property
+    def retention_deployment(self) -> str:
+        return f"{RETENTION_FLOW}/{RETENTION_FLOW}-{self.instance}"
 
     @property
     def outbox_dir(self) -> Path:

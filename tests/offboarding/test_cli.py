@@ -19,6 +19,7 @@ from support import decide, wait_for_state
 
 from offboarding.localdir import LocalDirectory
 from offboarding.processes import free_port
+from offboarding.settings import Settings
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "offboarding.cli"]
@@ -131,10 +132,14 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     )
     assert len(links) == 3  # three managers besides the requester
     assert "Approval link for Lars Smit: http" in console.text  # the run prints them too (outbox)
-    flow_run_id = re.search(r'"flow_run_id":"([0-9a-f-]+)"', console.text).group(1)  # type: ignore[union-attr]
+    api = f"http://127.0.0.1:{prefect}/api"
+    (found,) = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"flow_runs": {"name": {"any_": ["offboard-E1042-jdevries"]}}},
+    ).json()
+    flow_run_id = found["id"]
 
     assert decide(links[0], "approve").status_code == 200
-    api = f"http://127.0.0.1:{prefect}/api"
     run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED")
     assert run["state"]["type"] == "COMPLETED"
     assert run["name"] == "offboard-E1042-jdevries"
@@ -214,11 +219,12 @@ lockout_policy_dn = "{directory.default_policy_dn}"
         assert httpx.get(f"http://127.0.0.1:{web}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"http://127.0.0.1:{prefect}/api/health").status_code == 200
         deployment = httpx.get(
-            f"http://127.0.0.1:{prefect}/api/deployments/name/offboard-leaver/offboard-leaver"
+            f"http://127.0.0.1:{prefect}/api/deployments/name/{Settings(home=home).deployment}"
         )
         assert deployment.status_code == 200
         retention = httpx.get(
-            f"http://127.0.0.1:{prefect}/api/deployments/name/apply-retention/apply-retention"
+            f"http://127.0.0.1:{prefect}/api/deployments/name/"
+            f"{Settings(home=home).retention_deployment}"
         ).json()
         assert retention["schedules"][0]["schedule"]["cron"] == "30 3 * * *"  # daily, served
         assert admin_password not in console.text
@@ -241,7 +247,7 @@ def test_up_says_which_part_could_not_start(run_cli, tmp_path) -> None:  # type:
         console = run_cli("up", env={"OFFBOARDING_PREFECT_PORT": str(port)})
         assert console.process.wait(timeout=120) == 1
     assert "Could not start: the Prefect server" in console.text
-    assert "prefect-server.log" in console.text
+    assert f"127.0.0.1:{port}" in console.text and "--prefect-port" in console.text
 
 
 def test_up_refuses_a_connector_config_that_cannot_work(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
