@@ -5,7 +5,9 @@ Mail link scanners fetch links, so nothing on GET changes a case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 import structlog
@@ -68,7 +70,12 @@ class Opened:
     plan: RevocationPlan
 
 
-def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
+def approvals_router(
+    services: Services,
+    gateway: RunGateway,
+    *,
+    wake_dispatcher: Callable[[], None] = lambda: None,
+) -> APIRouter:
     router = APIRouter(prefix="/approvals", tags=["approval pages"], include_in_schema=False)
     engine = services.engine
 
@@ -147,12 +154,15 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
         lang = language(request, opened.request.language)
         nonce, csrf = services.links.new_csrf(opened.request.id)
         context = await run_in_threadpool(view_context, opened)
-        audit.record(
-            engine,
-            action="approval.viewed",
-            actor=f"employee:{opened.request.approver_id}",
-            case_id=opened.case.id,
-            details={"request_id": opened.request.id, "plan_hash": opened.claims.plan_hash},
+        await run_in_threadpool(
+            partial(
+                audit.record,
+                engine,
+                action="approval.viewed",
+                actor=f"employee:{opened.request.approver_id}",
+                case_id=opened.case.id,
+                details={"request_id": opened.request.id, "plan_hash": opened.claims.plan_hash},
+            )
         )
         response = page(
             request,
@@ -202,15 +212,22 @@ def approvals_router(services: Services, gateway: RunGateway) -> APIRouter:
                 request, error, language(request, error.language) if error.language else lang
             )
         resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
-        audit.record(
-            engine,
-            action="run.resumed" if resumed else "run.resume_pending",
-            actor="service",
-            outcome="ok" if resumed else "pending",
-            case_id=opened.case.id,
-            details={"decision_id": recorded.decision_id, "flow_run_id": opened.case.flow_run_id},
+        await run_in_threadpool(
+            partial(
+                audit.record,
+                engine,
+                action="run.resumed" if resumed else "run.resume_pending",
+                actor="service",
+                outcome="ok" if resumed else "pending",
+                case_id=opened.case.id,
+                details={
+                    "decision_id": recorded.decision_id,
+                    "flow_run_id": opened.case.flow_run_id,
+                },
+            )
         )
         if not resumed:
+            wake_dispatcher()  # it hands the decision over as soon as the run waits for it
             next_key = "resume_pending"
         else:
             next_key = "revoking" if decision == Decision.APPROVE else "rejected"

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import ldap3
 
+from offboarding.cases import get_case
+from offboarding.db import make_engine
 from offboarding.demo import approval_links, send_leaver_event
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
@@ -65,13 +67,26 @@ def restore_leaver(directory: LocalDirectory, org: DemoOrg, password: str) -> No
     conn.unbind()
 
 
+def run_of(settings: Settings, case_id: str) -> str:
+    """The case's flow run, once the dispatcher has created it."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        while True:
+            case = get_case(engine, case_id)
+            if case is not None and case.flow_run_id:
+                return case.flow_run_id
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
 def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(seconds from intake to approval email, seconds from approval POST to completion)."""
     since = time.time() - 0.5
     t_intake = time.perf_counter()
     response = send_leaver_event(running.web_url, settings, org)
     response.raise_for_status()
-    flow_run_id = response.json()["flow_run_id"]
+    case_id = response.json()["case_id"]
     links: list[tuple[str, str]] = []
     while not links:
         time.sleep(0.05)
@@ -87,6 +102,7 @@ def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:
         posted_at = time.time()
         result = browser.post(link, data={"decision": "approve", "csrf_token": token})
         result.raise_for_status()
+    flow_run_id = run_of(settings, case_id)
     while True:
         run = httpx.get(f"{running.api_url}/flow_runs/{flow_run_id}").json()
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"):

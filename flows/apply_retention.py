@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from offboarding.db import create_schema, make_engine
+from offboarding.db import make_engine
 from offboarding.logging import configure_logging
 from offboarding.retention import apply_retention as erase_old_cases
 from offboarding.settings import get_settings
@@ -17,8 +17,7 @@ from offboarding.settings import get_settings
 def apply_retention() -> int:
     configure_logging(attach_handler=False)
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
-    create_schema(engine)
+    engine = make_engine(settings.resolved_database_url)  # the service migrated it on start
     report = erase_old_cases(
         engine,
         retention_days=settings.retention_days,

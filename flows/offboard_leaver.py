@@ -19,13 +19,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from approvals.decisions import check_run_input, valid_verdict
 from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
-from connectors.base import AccessGrant, Outcome, TransientError
+from connectors.base import AccessGrant, Outcome, OutcomeStatus, TransientError
 from offboarding import audit, notify
 from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
 from offboarding.logging import bind_case, configure_logging
@@ -36,6 +36,7 @@ from offboarding.models import (
     CaseStatus,
     PlanStatus,
     RevocationPlanRecord,
+    RevocationStep,
     StepStatus,
 )
 from offboarding.plan import Phase, unapproved_grants
@@ -50,6 +51,7 @@ from offboarding.revocation import (
 )
 from offboarding.services import Services, build_services
 from offboarding.settings import get_settings
+from offboarding.text import safe_display
 
 log = structlog.get_logger(__name__)
 
@@ -118,11 +120,11 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
     record = store_plan(services, case, leaver_of(case), grants)
     create_table_artifact(
         key=f"plan-{case.id[:12]}",
-        table=load_plan(record).rows(),
-        description=(
-            f"Revocation plan v{record.version} for {case.employee_id} "
-            f"({case.display_name}); SHA-256 {record.plan_hash}"
-        ),
+        table=[
+            {name: safe_display(str(value)) for name, value in row.items()}
+            for row in load_plan(record).rows()
+        ],
+        description=notify.artifact_description("plan", case, record),
     )
     return record
 
@@ -134,7 +136,8 @@ def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecor
         if services.uses_outbox:
             # No mail server: the console is how the link reaches people. Written to the
             # process's stdout only, never to the run logs: the link is a personal credential.
-            sys.stdout.write(f"Approval link for {link.approver.display_name}: {link.url}\n")
+            name = safe_display(link.approver.display_name)
+            sys.stdout.write(f"Approval link for {name}: {link.url}\n")
             sys.stdout.flush()
 
 
@@ -162,7 +165,13 @@ def check_decision(
 
 
 def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
-    """Suspend until a valid decision settles the plan; refuse and re-suspend on anything else."""
+    """Suspend until a valid decision settles the plan; refuse and re-suspend on anything else.
+
+    Prefect replays the flow from the top on every wake-up, so each suspension has its own
+    key: a key seen before answers with the input it was resumed with (or none, when the
+    run was forced to run from the Prefect UI or API). Whatever it holds, the stored
+    decisions are what count; a wake-up without a valid decision waits again, logged.
+    """
     attempt = 0
     while True:
         verdict = with_retries(services, settled_verdict)(services, case, record)
@@ -171,7 +180,20 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
         attempt += 1
         key = f"decision-{record.plan_hash[:16]}-{attempt}"
         set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
-        received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
+        try:
+            received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
+        except ValidationError:
+            audit.record(
+                services.engine,
+                action="decision.missing",
+                actor="prefect:resume",
+                outcome="refused",
+                case_id=case.id,
+                details={"key": key, "why": "the run was woken without a decision"},
+                once_key=f"{current_run.id}:{key}:missing",
+            )
+            log.warning("woken without a decision; waiting again", key=key)
+            continue
         problems = with_retries(services, check_decision)(services, case, record, received)
         if problems:
             audit.record(
@@ -189,7 +211,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
 @flow(name="offboard-leaver", log_prints=False, persist_result=False)
 def offboard_leaver(request: OffboardRequest) -> str:
     configure_logging(attach_handler=False)  # Prefect's handlers print and ship our lines
-    services = build_services(get_settings())
+    services = build_services(get_settings(), migrate=False)
     bind_case(request.case_id)
     case = load_case(services, request.case_id)
     if case.status in TERMINAL_STATUSES:
@@ -276,9 +298,19 @@ def contain(services: Services, case: Case, record: RevocationPlanRecord) -> Non
 def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:
     set_status(services.engine, case.id, CaseStatus.REVOKING)
     plan = load_plan(record)
+    # A run recovered after a crash continues where it stopped: steps done stay done.
+    finished = {
+        step.grant_key: step
+        for step in steps_of(services, record.id)
+        if step.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
+    }
     outcomes: list[Outcome] = []
     failures: list[str] = []
     for step in plan.steps:
+        earlier = finished.get(step.grant.key)
+        if earlier is not None:
+            outcomes.append(_outcome_of(step.grant, earlier))
+            continue
         future = with_retries(services, revoke).submit(services, case, record.id, step.grant)
         try:
             outcomes.append(future.result())
@@ -288,7 +320,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     create_markdown_artifact(
         key=f"evidence-{case.id[:12]}",
         markdown=notify.evidence_markdown(services, case, record, outcomes, report, failures),
-        description=f"Evidence for {case.employee_id} ({case.display_name})",
+        description=notify.artifact_description("evidence", case),
     )
     if failures or not report.clean:
         stop_for_attention(
@@ -302,3 +334,8 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     audit.record(services.engine, action="case.completed", actor="service", case_id=case.id)
     notify.completed(services, case, record, outcomes, report)
     return CaseStatus.COMPLETED.value
+
+
+def _outcome_of(grant: AccessGrant, step: RevocationStep) -> Outcome:
+    status = OutcomeStatus.REVOKED if step.status == StepStatus.DONE else OutcomeStatus.ALREADY_DONE
+    return Outcome(grant=grant, status=status, detail=step.detail)

@@ -15,8 +15,9 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import text
@@ -26,8 +27,10 @@ from sqlmodel import Session, col, select
 
 from offboarding.models import AuditEvent, as_utc, utcnow
 
+T = TypeVar("T")
 GENESIS = "0" * 64
 CHAIN_LOCK = 0x0FFB0A2D  # PostgreSQL advisory lock key serialising appends to the chain
+ATTEMPTS = 50  # transactions that lose the race for the next position retry this often
 log = structlog.get_logger(__name__)
 
 
@@ -60,6 +63,70 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def append(
+    session: Session,
+    *,
+    action: str,
+    actor: str,
+    outcome: str = "ok",
+    case_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    once_key: str | None = None,
+) -> AuditEvent | None:
+    """Append one event inside the caller's transaction (so it commits, or not, with the
+    change it records). The caller commits; on `IntegrityError` it retries everything
+    (see `is_chain_collision`). With `once_key`, an existing record of the key: None."""
+    if session.get_bind().dialect.name == "postgresql":
+        # one appender at a time, across processes, until this transaction ends
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+    if once_key is not None:
+        existing = session.exec(select(AuditEvent).where(AuditEvent.once_key == once_key)).first()
+        if existing is not None:
+            return None
+    head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
+    payload = canonical_json(details or {})
+    event = AuditEvent(
+        seq=head.seq + 1 if head else 1,
+        at=utcnow(),
+        case_id=case_id,
+        actor=actor,
+        action=action,
+        outcome=outcome,
+        details=payload,
+        details_digest=digest(payload),
+        once_key=once_key,
+        prev_hash=head.hash if head else GENESIS,
+        hash="",
+    )
+    event.hash = event_hash(event)
+    session.add(event)
+    return event
+
+
+def backoff(attempt: int) -> None:
+    """Jittered pause before retrying a transaction that lost the race for the chain."""
+    time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter
+
+
+def in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
+    """Run `work(session)` (changes and the audit events that record them) as one
+    transaction. When a concurrent writer wins a race (the chain's next position, a unique
+    key) it is retried from the start, so `work` must read what it decides on."""
+    last: IntegrityError | None = None
+    for attempt in range(ATTEMPTS):
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                result = work(session)
+                session.commit()
+            except IntegrityError as exc:
+                session.rollback()
+                last = exc
+                backoff(attempt)
+                continue
+            return result
+    raise RuntimeError(f"could not complete a transaction: too much contention ({last})")
+
+
 def record(
     engine: Engine,
     *,
@@ -70,37 +137,21 @@ def record(
     details: dict[str, Any] | None = None,
     once_key: str | None = None,
 ) -> AuditEvent | None:
-    """Append one event. With `once_key`, a second record of the same key is skipped (None)."""
-    payload = canonical_json(details or {})
-    for attempt in range(50):
+    """Append one event in a transaction of its own. With `once_key`, a second record of
+    the same key is skipped (None)."""
+    for attempt in range(ATTEMPTS):
         with Session(engine, expire_on_commit=False) as session:
-            if engine.dialect.name == "postgresql":
-                # one appender at a time, across processes, until this transaction ends
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
-            if once_key is not None:
-                existing = session.exec(
-                    select(AuditEvent).where(AuditEvent.once_key == once_key)
-                ).first()
-                if existing is not None:
-                    return None
-            head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
-            seq = head.seq + 1 if head else 1
-            prev = head.hash if head else GENESIS
-            event = AuditEvent(
-                seq=seq,
-                at=utcnow(),
-                case_id=case_id,
-                actor=actor,
+            event = append(
+                session,
                 action=action,
+                actor=actor,
                 outcome=outcome,
-                details=payload,
-                details_digest=digest(payload),
+                case_id=case_id,
+                details=details,
                 once_key=once_key,
-                prev_hash=prev,
-                hash="",
             )
-            event.hash = event_hash(event)
-            session.add(event)
+            if event is None:
+                return None
             try:
                 session.commit()
             except IntegrityError:
@@ -112,10 +163,9 @@ def record(
                     ).first()
                 ):
                     return None
-                # someone else took this position in the chain (SQLite): back off, go again
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter
+                backoff(attempt)  # someone else took this position (SQLite): go again
                 continue
-            log.info("audit", action=action, outcome=outcome, actor=actor, seq=seq)
+            log.info("audit", action=action, outcome=outcome, actor=actor, seq=event.seq)
             return event
     raise RuntimeError("could not append to the audit log: too much contention")
 

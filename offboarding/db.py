@@ -15,22 +15,44 @@ from sqlmodel import Session, create_engine
 
 from offboarding import models  # noqa: F401 - registers the tables
 
+# Transactions are short: a writer waits this long for a lock (SQLite) or a connection.
+LOCK_WAIT_SECONDS = 10
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for SQLite (file, WAL, waits for locks) or PostgreSQL."""
+
+def driver_url(url: str) -> str:
+    """`postgresql://...` means psycopg 3, the driver this service installs."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
+    """An engine for SQLite (file, WAL, waits for locks) or PostgreSQL.
+
+    `pool_size` is how much database work may run at once (PostgreSQL connections kept,
+    as many again allowed in a burst); size it to the callers' concurrency."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": LOCK_WAIT_SECONDS}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT_SECONDS * 1000}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(
+        driver_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=LOCK_WAIT_SECONDS,
+        **kwargs,
+    )
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import typer
 
+from offboarding.cases import get_case
 from offboarding.cli import _announce, _wait_forever, send_event, termination_event
+from offboarding.db import make_engine
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
 from offboarding.logging import configure_logging
@@ -52,10 +54,20 @@ def send_leaver_event(base_url: str, settings: Settings, org: DemoOrg) -> httpx.
     )
 
 
-def wait_until_suspended(api_url: str, flow_run_id: str, *, timeout: float) -> bool:
-    """True once the run waits for a decision: every approval email is out by then."""
+def wait_until_suspended(api_url: str, settings: Settings, case_id: str, *, timeout: float) -> bool:
+    """True once the case's run waits for a decision: every approval email is out by then."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        flow_run_id = None
+        while flow_run_id is None and time.monotonic() < deadline:
+            case = get_case(engine, case_id)
+            flow_run_id = case.flow_run_id if case else None
+            if flow_run_id is None:
+                time.sleep(0.2)
+    finally:
+        engine.dispose()
+    while flow_run_id is not None and time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             state = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=5).json()["state"]
             if state["type"] == "PAUSED":
@@ -99,7 +111,7 @@ def run_demo(settings: Settings) -> None:
                 f"HTTP {response.status_code} {response.text}"
             )
             waiting = response.status_code == 202 and wait_until_suspended(
-                running.api_url, response.json()["flow_run_id"], timeout=120
+                running.api_url, settings, response.json()["case_id"], timeout=120
             )
             links = approval_links(settings.outbox_dir, started) if waiting else []
             if links:

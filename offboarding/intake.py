@@ -1,20 +1,32 @@
-"""`POST /hris/events`: a signed HR event opens a case and starts (or schedules) its run."""
+"""`POST /hris/events`: a signed HR event is stored as a case; its run starts in the background.
+
+Order of work, cheapest and safest first: the body is read up to a limit, the signature
+over the raw bytes is checked, and only then is anything parsed. A valid event is stored
+with its audit event in one short transaction and answered at once (202); the dispatcher
+creates the Prefect run right after, and keeps trying while Prefect is slow or down, so
+an accepted event is never lost. Every refusal is audited with its reason and the event
+id only (no personal data). Database and directory work never runs on the event loop.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Any
 
+import anyio
 import structlog
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from offboarding import audit
-from offboarding.cases import find_by_event, find_open_case, new_case, run_name, start_time
+from offboarding.cases import find_by_event, find_open_case, new_case, start_time
 from offboarding.hris import (
     SIGNATURE_HEADER,
     IntakeAccepted,
@@ -22,7 +34,7 @@ from offboarding.hris import (
     TerminationEvent,
     verify_signature,
 )
-from offboarding.runs import OrchestratorUnavailable, RunGateway
+from offboarding.models import Case
 from offboarding.services import Services
 
 log = structlog.get_logger(__name__)
@@ -31,133 +43,108 @@ _CASE_NAMESPACE = uuid.UUID("5b0f6a0e-2f43-4c1c-9a55-0ff0b0a4d1e2")
 
 
 def case_id_for(event_id: str) -> str:
-    """Deterministic, so a retried event after a partial failure finds the same run."""
+    """Deterministic: the same event always names the same case."""
     return uuid.uuid5(_CASE_NAMESPACE, event_id).hex
 
 
-def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
-    router = APIRouter(tags=["HRIS intake"])
-    settings = services.settings
+class Refused(Exception):
+    """The event is not accepted; answered with `status` and recorded in the audit log."""
 
-    async def signed_by_hris(
-        request: Request,
-        signature: Annotated[
-            str | None,
-            Header(
-                alias=SIGNATURE_HEADER,
-                description='t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>; '
-                "several v1= allowed during key rotation; older than 5 minutes is refused",
-            ),
-        ] = None,
-    ) -> None:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
-            raise HTTPException(
-                status_code=413, detail=f"event larger than {MAX_EVENT_BYTES} bytes"
-            )
-        body = await request.body()
-        if len(body) > MAX_EVENT_BYTES:
-            raise HTTPException(
-                status_code=413, detail=f"event larger than {MAX_EVENT_BYTES} bytes"
-            )
-        keys = [settings.hris_secret.get_secret_value()]
-        if settings.hris_previous_secret is not None:
-            keys.append(settings.hris_previous_secret.get_secret_value())
-        try:
-            verify_signature(
-                signature, body, keys, tolerance_seconds=settings.hris_tolerance_seconds
-            )
-        except SignatureError as exc:
-            audit.record(
-                services.engine,
-                action="intake.refused",
-                actor="hris",
-                outcome="unauthorized",
-                details={"reason": str(exc)},
-            )
-            raise HTTPException(status_code=401, detail=f"signature refused: {exc}") from exc
+    def __init__(self, status: int, reason: str, detail: Any, event_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.event_id = event_id
 
-    @router.post(
-        "/hris/events",
-        status_code=202,
-        response_model=IntakeAccepted,
-        dependencies=[Depends(signed_by_hris)],
-        summary="Receive an employee.terminated event",
-        responses={
-            200: {"model": IntakeAccepted, "description": "Event already received: same case"},
-            401: {"description": "Missing, invalid or stale signature"},
-            409: {"description": "A case for this employee is already open"},
-            413: {"description": "Body larger than 64 KiB"},
-            422: {"description": "Malformed body, missing field, or unknown employee"},
-            503: {"description": "Workflow engine unavailable; nothing was created, resend later"},
-        },
+
+@dataclass(frozen=True)
+class Stored:
+    case: Case
+    new: bool
+    scheduled: datetime | None
+
+
+async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
+    """The raw body, refused as soon as it grows past `limit` (never read whole first)."""
+    too_large = Refused(413, "too_large", f"event larger than {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def parse_event(body: bytes) -> TerminationEvent:
+    """Validate an authenticated body; a refusal names the fields, never echoes values."""
+    try:
+        return TerminationEvent.model_validate_json(body)
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False, include_context=False)
+        for problem in problems:
+            problem["loc"] = ("body", *problem["loc"])
+        raise Refused(422, "malformed", problems, event_id=_event_id_of(body)) from exc
+
+
+def _event_id_of(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value[:200] if isinstance(value, str) else None
+
+
+def store_case(services: Services, event: TerminationEvent) -> Stored:
+    """The case and its audit event in one short transaction (runs in a worker thread)."""
+    engine, settings = services.engine, services.settings
+    with Session(engine, expire_on_commit=False) as session:
+        existing = find_by_event(session, event.id)
+    if existing is not None:
+        return Stored(existing, new=False, scheduled=None)
+    for employee_id, role in ((event.employee.id, "employee"), (event.requested_by, "requester")):
+        if services.people.find_person(employee_id) is None:
+            raise Refused(
+                422,
+                f"unknown_{role}",
+                f"unknown {role if role == 'employee' else 'requested_by'} {employee_id!r}: "
+                "not found in the people directory",
+                event_id=event.id,
+            )
+    scheduled = start_time(
+        last_working_day=event.last_working_day,
+        urgent=event.urgent,
+        zone=settings.zone,
+        end_of_day=settings.end_of_day,
+        now=datetime.now(UTC),
     )
-    async def receive_event(event: TerminationEvent) -> JSONResponse:
-        engine = services.engine
-        with Session(engine, expire_on_commit=False) as session:
-            existing = find_by_event(session, event.id)
-            if existing is not None:
-                return _accepted(200, existing.id, existing.status, existing.flow_run_id, None)
 
-        with Session(engine) as session:
-            open_case = find_open_case(session, event.employee.id)
+    def open_case(session: Session) -> Stored:
+        again = find_by_event(session, event.id)
+        if again is not None:
+            return Stored(again, new=False, scheduled=None)
+        open_case = find_open_case(session, event.employee.id)
+        if open_case is not None and open_case.event_id == event.id:
+            # a copy of this event committed between the two reads (PostgreSQL reads
+            # committed data per statement): it is the same case, not a conflict
+            return Stored(open_case, new=False, scheduled=None)
         if open_case is not None:
-            raise HTTPException(
-                status_code=409,
-                detail=(
-                    f"an offboarding case for {event.employee.id} is already open: "
-                    f"{open_case.id} ({open_case.status.value}); nothing was created"
-                ),
+            raise Refused(
+                409,
+                "case_open",
+                f"an offboarding case for {event.employee.id} is already open: "
+                f"{open_case.id} ({open_case.status.value}); nothing was created",
+                event_id=event.id,
             )
-        for employee_id, role in (
-            (event.employee.id, "employee"),
-            (event.requested_by, "requested_by"),
-        ):
-            person = await run_in_threadpool(services.people.find_person, employee_id)
-            if person is None:
-                raise HTTPException(
-                    status_code=422,
-                    detail=f"unknown {role} {employee_id!r}: not found in the people directory",
-                )
-
-        scheduled = start_time(
-            last_working_day=event.last_working_day,
-            urgent=event.urgent,
-            zone=settings.zone,
-            end_of_day=settings.end_of_day,
-            now=datetime.now(UTC),
-        )
         case = new_case(event, scheduled=scheduled is not None)
         case.id = case_id_for(event.id)
-        with Session(engine, expire_on_commit=False) as session:
-            session.add(case)
-            try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                again = find_by_event(session, event.id)
-                if again is None:
-                    raise
-                return _accepted(200, again.id, again.status, again.flow_run_id, None)
-            try:
-                case.flow_run_id = await gateway.start(
-                    case_id=case.id,
-                    event_id=event.id,
-                    run_name=run_name(event.employee.id, event.employee.email),
-                    scheduled_time=scheduled,
-                    urgent=event.urgent,
-                )
-            except OrchestratorUnavailable as exc:
-                session.rollback()
-                log.error("intake failed", event_id=event.id, error=str(exc))
-                raise HTTPException(
-                    status_code=503,
-                    detail="workflow engine unavailable; nothing was created, resend later",
-                ) from exc
-            session.add(case)
-            session.commit()
-        audit.record(
-            engine,
+        session.add(case)
+        session.flush()  # a racing copy of this event (or employee) fails here, and retries
+        audit.append(
+            session,
             action="case.opened",
             actor=f"hris:{event.requested_by}",
             case_id=case.id,
@@ -166,20 +153,127 @@ def intake_router(services: Services, gateway: RunGateway) -> APIRouter:
                 "employee_id": event.employee.id,
                 "last_working_day": event.last_working_day.isoformat(),
                 "urgent": event.urgent,
-                "flow_run_id": case.flow_run_id,
                 "scheduled_for": scheduled.isoformat() if scheduled else None,
             },
         )
-        log.info("case opened", case_id=case.id, employee_id=event.employee.id)
-        return _accepted(202, case.id, case.status, case.flow_run_id, scheduled)
+        return Stored(case, new=True, scheduled=scheduled)
+
+    return audit.in_transaction(engine, open_case)
+
+
+def record_refusal(services: Services, refusal: Refused) -> None:
+    audit.record(
+        services.engine,
+        action="intake.refused",
+        actor="hris",
+        outcome=refusal.reason,
+        details={"event_id": refusal.event_id, "status": refusal.status},
+    )
+
+
+def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) -> APIRouter:
+    router = APIRouter(tags=["HRIS intake"])
+    settings = services.settings
+    limiter = anyio.CapacityLimiter(settings.db_concurrency)
+
+    def keys() -> list[str]:
+        found = [settings.hris_secret.get_secret_value()]
+        if settings.hris_previous_secret is not None:
+            found.append(settings.hris_previous_secret.get_secret_value())
+        return found
+
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    @router.post(
+        "/hris/events",
+        status_code=202,
+        response_model=IntakeAccepted,
+        summary="Receive an employee.terminated event",
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "t=<unix seconds>,"
+                    'v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>; several v1= allowed '
+                    "during key rotation; older than 5 minutes is refused",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/TerminationEvent"}
+                    }
+                },
+            },
+        },
+        responses={
+            200: {"model": IntakeAccepted, "description": "Event already received: same case"},
+            401: {"description": "Missing, invalid or stale signature (checked first)"},
+            409: {"description": "A case for this employee is already open"},
+            413: {"description": "Body larger than 64 KiB"},
+            422: {"description": "Malformed body, missing field, or unknown employee"},
+        },
+    )
+    async def receive_event(request: Request) -> JSONResponse:
+        try:
+            body = await read_body(request)
+            try:
+                verify_signature(
+                    request.headers.get(SIGNATURE_HEADER),
+                    body,
+                    keys(),
+                    tolerance_seconds=settings.hris_tolerance_seconds,
+                )
+            except SignatureError as exc:
+                raise Refused(401, "unauthorized", f"signature refused: {exc}") from exc
+            event = parse_event(body)
+            stored: Stored = await in_thread(store_case, services, event)
+        except Refused as refusal:
+            await in_thread(record_refusal, services, refusal)
+            log.info("intake refused", reason=refusal.reason, event_id=refusal.event_id)
+            return JSONResponse(status_code=refusal.status, content={"detail": refusal.detail})
+        if stored.new:
+            wake_dispatcher()
+            log.info("case opened", case_id=stored.case.id, employee_id=event.employee.id)
+        return accepted(stored)
 
     return router
 
 
-def _accepted(
-    status_code: int, case_id: str, status: str, flow_run_id: str | None, scheduled: datetime | None
-) -> JSONResponse:
+def accepted(stored: Stored) -> JSONResponse:
+    case = stored.case
     body = IntakeAccepted(
-        case_id=case_id, status=str(status), flow_run_id=flow_run_id, scheduled_for=scheduled
+        case_id=case.id,
+        status=case.status.value,
+        flow_run_id=case.flow_run_id,
+        scheduled_for=stored.scheduled,
     )
-    return JSONResponse(status_code=status_code, content=body.model_dump(mode="json"))
+    return JSONResponse(
+        status_code=202 if stored.new else 200, content=body.model_dump(mode="json")
+    )
+
+
+def document_intake(app: FastAPI) -> None:
+    """The intake reads its body raw (signature first); describe the event in the schema."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            event = TerminationEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(event.pop("$defs", {}))
+            components["TerminationEvent"] = event
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

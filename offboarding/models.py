@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -36,10 +36,23 @@ class CaseStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({CaseStatus.COMPLETED, CaseStatus.REJECTED})
+# The database stores enum names; a case is open until it reaches one of these.
+_OPEN_CASE = text("status NOT IN ('COMPLETED', 'REJECTED')")
 
 
 class Case(SQLModel, table=True):
     """One leaver's offboarding, from the HR event to verified revocation."""
+
+    __table_args__ = (
+        # at most one open case per employee, even when two events race
+        Index(
+            "uq_case_open_employee",
+            "employee_id",
+            unique=True,
+            sqlite_where=_OPEN_CASE,
+            postgresql_where=_OPEN_CASE,
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True)
     event_id: str = Field(index=True, unique=True, max_length=200)
@@ -54,6 +67,9 @@ class Case(SQLModel, table=True):
     status: CaseStatus = Field(default=CaseStatus.RECEIVED)
     status_detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     flow_run_id: str | None = Field(default=None, max_length=64)
+    # automatic recoveries of a crashed or failed run (bounded; see offboarding.dispatcher)
+    recovery_attempts: int = 0
+    recovered_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

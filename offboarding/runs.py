@@ -9,8 +9,10 @@ from uuid import UUID
 
 import structlog
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments.flow_runs import arun_deployment
+from prefect.states import Scheduled
 
 log = structlog.get_logger(__name__)
 
@@ -52,14 +54,49 @@ class RunGateway:
             ) from exc
         return str(flow_run.id)
 
+    async def read(self, flow_run_ids: list[str]) -> dict[str, FlowRun]:
+        """The runs that exist among these ids (a deleted run is simply absent)."""
+        if not flow_run_ids:
+            return {}
+        try:
+            async with get_client() as client:
+                runs = await client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        id=FlowRunFilterId(any_=[UUID(i) for i in flow_run_ids])
+                    ),
+                    limit=len(flow_run_ids),
+                )
+        except Exception as exc:
+            raise OrchestratorUnavailable(f"could not read flow runs: {exc}") from exc
+        return {str(run.id): run for run in runs}
+
+    async def reschedule(self, flow_run_id: str, why: str) -> None:
+        """Run it again from the top (every step of the flow is idempotent)."""
+        try:
+            async with get_client() as client:
+                await client.set_flow_run_state(
+                    UUID(flow_run_id), Scheduled(name="AwaitingRetry", message=why), force=True
+                )
+        except Exception as exc:
+            raise OrchestratorUnavailable(f"could not reschedule {flow_run_id}: {exc}") from exc
+
     async def resume(
-        self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 30.0
+        self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 5.0
     ) -> bool:
         """Hand the decision to the waiting run. Waits briefly if the run is not suspended yet.
 
-        Returns False when the run could not be resumed (the decision stays recorded;
-        the run picks it up from the database the next time it looks).
+        Returns False when the run could not be resumed now (the decision stays recorded;
+        the dispatcher hands it to the run as soon as the run waits for it).
         """
+        try:
+            return await self._resume(flow_run_id, run_input, wait_seconds)
+        except Exception as exc:  # noqa: BLE001 - the dispatcher tries again
+            log.warning("resume failed", flow_run_id=flow_run_id, error=str(exc))
+            return False
+
+    async def _resume(
+        self, flow_run_id: str, run_input: dict[str, Any], wait_seconds: float
+    ) -> bool:
         deadline = asyncio.get_running_loop().time() + wait_seconds
         async with get_client() as client:
             while True:
@@ -75,7 +112,7 @@ class RunGateway:
                 if run.state is not None and run.state.is_final():
                     log.warning("run already finished", flow_run_id=flow_run_id)
                     return False
-                if asyncio.get_running_loop().time() > deadline:
-                    log.warning("run did not suspend in time", flow_run_id=flow_run_id)
+                if asyncio.get_running_loop().time() >= deadline:
+                    log.info("run is not waiting yet", flow_run_id=flow_run_id)
                     return False
                 await asyncio.sleep(0.5)

@@ -48,11 +48,16 @@ def build_mailer(settings: Settings) -> Mailer:
     )
 
 
-def build_services(settings: Settings, *, engine: Engine | None = None) -> Services:
+def build_services(
+    settings: Settings, *, engine: Engine | None = None, migrate: bool = True
+) -> Services:
+    """Everything built from settings. `migrate` brings the database to the newest schema
+    first; flow runs skip it (the service migrates once when it starts)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     if engine is None:
-        engine = make_engine(settings.resolved_database_url)
-        create_schema(engine)
+        engine = make_engine(settings.resolved_database_url, pool_size=settings.db_concurrency)
+        if migrate:
+            create_schema(engine)
     if not settings.connectors:
         raise ValueError(
             "no connectors are configured: add a [[connectors]] table to "

@@ -1,18 +1,42 @@
-"""The one web app: HRIS intake and the approval pages."""
+"""The one web app: HRIS intake, the approval pages, and the dispatcher behind them."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from approvals.web import approvals_router
-from offboarding.intake import intake_router
+from offboarding.dispatcher import Dispatcher
+from offboarding.intake import document_intake, intake_router
 from offboarding.runs import RunGateway
 from offboarding.services import Services
 
 
-def create_app(services: Services, gateway: RunGateway | None = None) -> FastAPI:
+def create_app(
+    services: Services, gateway: RunGateway | None = None, *, dispatch: bool = True
+) -> FastAPI:
+    """The app; with `dispatch` (the default) its lifespan runs the dispatcher that starts,
+    resumes and recovers case runs in the background."""
     gateway = gateway or RunGateway(services.settings.deployment)
+    dispatcher = Dispatcher(services, gateway)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if not dispatch:
+            yield
+            return
+        task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title="Offboarding service",
         version="0.1.0",
@@ -20,13 +44,16 @@ def create_app(services: Services, gateway: RunGateway | None = None) -> FastAPI
             "Receives signed employee.terminated events from the HR system and serves the "
             "four-eyes approval pages. Offboarding runs are visible in the Prefect UI."
         ),
+        lifespan=lifespan,
     )
-    app.include_router(intake_router(services, gateway))
-    app.include_router(approvals_router(services, gateway))
+    app.state.dispatcher = dispatcher
+    app.include_router(intake_router(services, wake_dispatcher=dispatcher.wake))
+    app.include_router(approvals_router(services, gateway, wake_dispatcher=dispatcher.wake))
+    document_intake(app)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}  # answered on the event loop: never queued behind work
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -18,7 +18,7 @@ import sqlalchemy
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 
-from offboarding.db import create_schema, make_engine
+from offboarding.db import create_schema, driver_url, make_engine
 from offboarding.localdir import LocalDirectory
 from offboarding.localdir_seed import DemoOrg, seed_demo_org
 from offboarding.processes import free_port
@@ -32,7 +32,7 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 @pytest.fixture(scope="session")
 def new_postgres_database() -> Iterator[Callable[[], str]]:
     """Makes fresh databases on the PostgreSQL running on this machine; drops them afterwards."""
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(driver_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
     made: list[str] = []
 
     def make() -> str:
@@ -60,7 +60,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'offboarding.db'}"
     base = request.getfixturevalue("postgres_database")
     # one schema per test keeps tests independent on the shared database
-    engine = sqlalchemy.create_engine(base)
+    engine = sqlalchemy.create_engine(driver_url(base))
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()

@@ -21,6 +21,7 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    run_of,
     send_leaver,
     text_of,
     wait_for_state,
@@ -108,7 +109,8 @@ def request_offboarding(stack, leaver: tuple[str, str, str]) -> Requested:  # ty
     employee_id, uid, name = leaver
     response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
-    case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
     # the run pauses only after it has mailed every eligible manager
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED", timeout=RUN_TIMEOUT_S)
     emails = stack.mailbox.wait_for(

@@ -14,6 +14,7 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    run_of,
     send_leaver,
     text_of,
     wait_for_state,
@@ -39,7 +40,7 @@ def offboard_and_approve(stack, leaver: tuple[str, str, str]) -> str:  # type: i
     response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
     case_id = response.json()["case_id"]
-    flow_run_id = response.json()["flow_run_id"]
+    flow_run_id = run_of(stack, case_id)
 
     requests = stack.mailbox.wait_for(
         lambda m: case_id in text_of(m) and "approvals/" in text_of(m)

@@ -19,6 +19,7 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    run_of,
     send_leaver,
     text_of,
     wait_for_state,
@@ -45,7 +46,8 @@ def fragile_stack(tmp_path_factory, smtp_server, new_postgres_database) -> Itera
 def start_case(stack: Stack, employee_id: str, uid: str, name: str) -> tuple[str, str, str]:
     response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
-    case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
     email = stack.mailbox.wait_for(lambda m: case_id in text_of(m) and "/approvals/" in text_of(m))
     return case_id, flow_run_id, link_in(email[0])
@@ -74,8 +76,11 @@ def wait_until_retrying(stack: Stack, flow_run_id: str, *, timeout: float) -> bo
             f"{stack.running.api_url}/task_runs/filter",
             json={"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}},
         ).json()
+        # a task run may exist before its first state does: look only at what is there
         if any(
-            t["run_count"] > 1 or t["state"]["name"] in ("AwaitingRetry", "Retrying") for t in tasks
+            t.get("run_count", 0) > 1
+            or (t.get("state") or {}).get("name") in ("AwaitingRetry", "Retrying")
+            for t in tasks
         ):
             return True
         time.sleep(0.3)

@@ -18,6 +18,7 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    run_of,
     send_leaver,
     text_of,
     wait_for_state,
@@ -48,7 +49,8 @@ def open_case(stack, employee_id: str, uid: str, name: str) -> OpenCase:  # type
     admin.unbind()
     response = send_leaver(stack, employee_id, uid, name)
     assert response.status_code == 202, response.text
-    case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")  # all emails are out by then
     emails = stack.mailbox.wait_for(lambda m: case_id in text_of(m) and "/approvals/" in text_of(m))
     return OpenCase(

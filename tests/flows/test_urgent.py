@@ -7,7 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import Stack, start_stack
-from support import can_bind, decide, groups_with, is_locked, link_in, text_of, wait_for_state
+from support import (
+    can_bind,
+    decide,
+    groups_with,
+    is_locked,
+    link_in,
+    run_of,
+    text_of,
+    wait_for_state,
+)
 
 from offboarding.audit import events_for_case
 from offboarding.cli import send_event, termination_event
@@ -41,7 +50,8 @@ def test_urgent_case_locks_at_once_and_revokes_the_rest_after_approval(containin
         event=event,
     )
     assert response.status_code == 202
-    case_id, flow_run_id = response.json()["case_id"], response.json()["flow_run_id"]
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
 
     # before any decision: sign-in is gone, group access waits for the second manager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import date, datetime, timedelta
@@ -11,10 +12,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
+from support import run_of
 
+from offboarding.audit import events_for_case
 from offboarding.cli import termination_event
+from offboarding.dispatcher import Dispatcher
 from offboarding.hris import SIGNATURE_HEADER, sign
-from offboarding.models import AuditEvent, Case
+from offboarding.models import Case
 from offboarding.runs import RunGateway
 from offboarding.web import create_app
 
@@ -149,7 +153,9 @@ def test_the_same_event_twice_gives_one_case_and_one_run(stack) -> None:  # type
     second = post(stack, body2, header2)
     assert second.status_code == 200
     assert second.json()["case_id"] == first.json()["case_id"]
-    assert second.json()["flow_run_id"] == first.json()["flow_run_id"]
+    flow_run_id = run_of(stack, first.json()["case_id"])
+    third = post(stack, *signed(stack, event))  # once the run exists, the answer names it
+    assert third.status_code == 200 and third.json()["flow_run_id"] == flow_run_id
     assert cases_for(stack, event["id"]) == 1
     assert len(runs_named(stack, "offboard-E1016-mdijkstra")) == 1
 
@@ -168,7 +174,8 @@ def test_a_future_last_working_day_schedules_the_run_for_the_end_of_that_day(sta
     response = post(stack, *signed(stack, event))
     assert response.status_code == 202
     assert response.json()["status"] == "scheduled"
-    run = httpx.get(f"{stack.running.api_url}/flow_runs/{response.json()['flow_run_id']}").json()
+    flow_run_id = run_of(stack, response.json()["case_id"])
+    run = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()
     assert run["state"]["type"] == "SCHEDULED"
     expected = datetime(day.year, day.month, day.day, 23, 59, tzinfo=ZoneInfo("Europe/Amsterdam"))
     assert datetime.fromisoformat(run["expected_start_time"]) == expected
@@ -185,9 +192,14 @@ def test_an_urgent_dismissal_starts_at_once_whatever_the_date(stack) -> None:  #
     assert response.json()["scheduled_for"] is None
 
 
-def test_without_the_workflow_engine_nothing_is_created(stack) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(stack.services, RunGateway("no-such-flow/no-such-deployment"))
-    event = event_for(stack, "E1018", "jdegraaf", "Jesse de Graaf")
+def test_an_event_is_kept_while_the_run_cannot_be_created_and_started_later(stack) -> None:  # type: ignore[no-untyped-def]
+    """Prefect refusing (here: an unknown deployment) loses nothing: the case is stored,
+    answered 202, and the dispatcher creates its run once Prefect accepts again."""
+    day = date.today() + timedelta(days=20)  # scheduled: the run will not execute here
+    event = event_for(
+        stack, "E1018", "jdegraaf", "Jesse de Graaf", last_working_day=day.isoformat()
+    )
+    app = create_app(stack.services, RunGateway("no-such-flow/no-such-deployment"), dispatch=False)
     with TestClient(app) as client:
         body, header = signed(stack, event)
         response = client.post(
@@ -195,9 +207,16 @@ def test_without_the_workflow_engine_nothing_is_created(stack) -> None:  # type:
             content=body,
             headers={"Content-Type": "application/json", SIGNATURE_HEADER: header},
         )
-    assert response.status_code == 503
-    assert "nothing was created" in response.json()["detail"]
-    assert cases_for(stack, event["id"]) == 0
-    with Session(stack.engine) as session:
-        opened = session.exec(select(AuditEvent).where(AuditEvent.action == "case.opened")).all()
-    assert all(event["id"] not in e.details for e in opened)
+    assert response.status_code == 202, response.text
+    case_id = response.json()["case_id"]
+    assert cases_for(stack, event["id"]) == 1
+    dispatcher = Dispatcher(stack.services, RunGateway("no-such-flow/no-such-deployment"))
+    asyncio.run(dispatcher.start_pending())
+    # the service's own dispatcher (same database, the real deployment) may already have
+    # started it; either way the case gets exactly one run
+    flow_run_id = run_of(stack, case_id)
+    assert len(runs_named(stack, "offboard-E1018-jdegraaf")) == 1
+    actions = [e.action for e in events_for_case(stack.engine, case_id)]
+    assert actions.count("case.opened") == 1 and actions.count("run.created") == 1
+    run = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()
+    assert run["state"]["type"] == "SCHEDULED"

@@ -1,0 +1,382 @@
+"""The dispatcher: keeps every open case moving, whatever happened to the request that
+opened it or to the process that ran it.
+
+Each pass (woken by the intake, and every `dispatch_interval_seconds`):
+
+1. **start** — a stored case without a flow run gets one (the HR event id is Prefect's
+   idempotency key, so a retry after a half-finished attempt finds the same run; a run
+   deleted in Prefect is created again);
+2. **deliver** — a recorded decision whose run is still asleep is handed to the run (the
+   approval page tries once; a busy or restarting Prefect must not strand an approval);
+3. **recover** — a crashed or failed run of an open case is rescheduled after
+   `recovery_delays_seconds` (the flow is idempotent: it resumes where it stopped); when
+   the delays are used up, or a run was cancelled by hand, the case goes to "needs
+   attention" with a mail naming what was and was not done.
+
+Several web processes may run a dispatcher each: every change is claimed in the database
+first, in the same transaction as its audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio
+import structlog
+from prefect.client.schemas.objects import FlowRun, StateType
+from sqlmodel import Session, col, select
+
+from approvals.requests import decided
+from approvals.rules import Verdict
+from approvals.tokens import SignedDecision
+from offboarding import audit, notify
+from offboarding.cases import latest_plan, run_name, start_time
+from offboarding.models import (
+    TERMINAL_STATUSES,
+    ApprovalDecision,
+    Case,
+    CaseStatus,
+    PlanStatus,
+    RevocationStep,
+    StepStatus,
+    as_utc,
+    utcnow,
+)
+from offboarding.plan import RevocationPlan
+from offboarding.runs import OrchestratorUnavailable, RunGateway
+from offboarding.services import Services
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bottleneck
+_BROKEN = (StateType.CRASHED, StateType.FAILED)
+
+
+class Dispatcher:
+    def __init__(self, services: Services, gateway: RunGateway) -> None:
+        self.services = services
+        self.gateway = gateway
+        self.interval = services.settings.dispatch_interval_seconds
+        self.limiter = anyio.CapacityLimiter(services.settings.db_concurrency)
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
+
+    # -- running ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a pass now (safe from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("dispatcher pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> None:
+        await self.start_pending()
+        runs = await self._open_runs()
+        if runs is None:
+            return  # Prefect unreachable: nothing to compare against this time
+        await self.deliver_decisions(runs)
+        await self.recover(runs)
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    # -- 1. start --------------------------------------------------------------
+
+    async def start_pending(self) -> None:
+        pending = await self._db(cases_without_run, self.services)
+        if not pending:
+            return
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def start(case: Case) -> None:
+            async with gate:
+                settings = self.services.settings
+                scheduled = start_time(
+                    last_working_day=case.last_working_day,
+                    urgent=case.urgent,
+                    zone=settings.zone,
+                    end_of_day=settings.end_of_day,
+                    now=datetime.now(UTC),
+                )
+                try:
+                    run_id = await self.gateway.start(
+                        case_id=case.id,
+                        event_id=case.event_id,
+                        run_name=run_name(case.employee_id, case.employee_email),
+                        scheduled_time=scheduled,
+                        urgent=case.urgent,
+                    )
+                except OrchestratorUnavailable as exc:
+                    log.warning("run not created yet", case_id=case.id, error=str(exc))
+                    return
+                await self._db(attach_run, self.services, case.id, run_id, scheduled)
+
+        await asyncio.gather(*(start(case) for case in pending))
+
+    # -- 2. deliver ------------------------------------------------------------
+
+    async def _open_runs(self) -> dict[str, tuple[Case, FlowRun | None]] | None:
+        cases = await self._db(open_cases_with_run, self.services)
+        try:
+            runs = await self.gateway.read([c.flow_run_id for c in cases if c.flow_run_id])
+        except OrchestratorUnavailable as exc:
+            log.warning("cannot see runs", error=str(exc))
+            return None
+        return {c.id: (c, runs.get(c.flow_run_id or "")) for c in cases}
+
+    async def deliver_decisions(self, runs: dict[str, tuple[Case, FlowRun | None]]) -> None:
+        for case, run in runs.values():
+            if (
+                run is None
+                or run.state is None
+                or run.state.type != StateType.PAUSED
+                or case.status != CaseStatus.AWAITING_APPROVAL
+            ):
+                continue
+            pause = f"{run.id}:{run.state.id}"
+            if pause in self._delivered:
+                continue
+            decision = await self._db(settled_decision, self.services, case)
+            if decision is None:
+                continue
+            self._delivered.add(pause)
+            resumed = await self.gateway.resume(str(run.id), decision, wait_seconds=0)
+            await self._db(
+                lambda c=case, r=resumed, d=decision: audit.record(
+                    self.services.engine,
+                    action="run.resumed" if r else "run.resume_pending",
+                    actor="dispatcher",
+                    outcome="ok" if r else "pending",
+                    case_id=c.id,
+                    details={"decision_id": d["decision_id"], "flow_run_id": c.flow_run_id},
+                )
+            )
+
+    # -- 3. recover ------------------------------------------------------------
+
+    async def recover(self, runs: dict[str, tuple[Case, FlowRun | None]]) -> None:
+        delays = self.services.settings.recovery_delays_seconds
+        now = utcnow()
+        for case, run in runs.values():
+            if case.status == CaseStatus.NEEDS_ATTENTION:
+                continue  # a person is on it; their retry of the run continues the case
+            if run is None:
+                await self._db(forget_missing_run, self.services, case)
+                continue
+            if run.state is None:
+                continue
+            if run.state.type == StateType.CANCELLED:
+                await self._db(
+                    give_up,
+                    self.services,
+                    case,
+                    "the run was cancelled in Prefect; retry it there to continue",
+                )
+                continue
+            if run.state.type not in _BROKEN:
+                continue
+            attempt = case.recovery_attempts
+            if attempt >= len(delays):
+                problem = (
+                    f"the run {run.state.type.value.lower()} {attempt + 1} times "
+                    f"({run.state.message or run.state.name}); automatic recovery stopped"
+                )
+                await self._db(give_up, self.services, case, problem)
+                continue
+            since = as_utc(run.state.timestamp) if run.state.timestamp else now
+            if now < since + timedelta(seconds=delays[attempt]):
+                continue
+            why = f"{run.state.type.value.lower()}: {run.state.message or run.state.name}"
+            if not await self._db(claim_recovery, self.services, case, attempt, why):
+                continue  # another dispatcher did it
+            try:
+                await self.gateway.reschedule(str(run.id), f"automatic recovery {attempt + 1}")
+            except OrchestratorUnavailable as exc:
+                log.warning("recovery postponed", case_id=case.id, error=str(exc))
+            else:
+                log.info("run rescheduled", case_id=case.id, attempt=attempt + 1, why=why)
+
+
+# -- database work (worker threads) --------------------------------------------
+
+
+def cases_without_run(services: Services, limit: int = 200) -> list[Case]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(
+                select(Case)
+                .where(
+                    col(Case.flow_run_id).is_(None),
+                    col(Case.status).in_([CaseStatus.RECEIVED, CaseStatus.SCHEDULED]),
+                )
+                .order_by(col(Case.created_at))
+                .limit(limit)
+            )
+        )
+
+
+def attach_run(
+    services: Services, case_id: str, flow_run_id: str, scheduled: datetime | None
+) -> None:
+    def attach(session: Session) -> None:
+        case = session.get(Case, case_id)
+        if case is None or case.flow_run_id == flow_run_id:
+            return
+        case.flow_run_id = flow_run_id
+        case.updated_at = utcnow()
+        session.add(case)
+        audit.append(
+            session,
+            action="run.created",
+            actor="dispatcher",
+            case_id=case_id,
+            details={
+                "flow_run_id": flow_run_id,
+                "scheduled_for": scheduled.isoformat() if scheduled else None,
+            },
+        )
+
+    audit.in_transaction(services.engine, attach)
+
+
+def open_cases_with_run(services: Services) -> list[Case]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(
+                select(Case).where(
+                    col(Case.flow_run_id).is_not(None),
+                    col(Case.status).not_in(list(TERMINAL_STATUSES)),
+                )
+            )
+        )
+
+
+def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
+    """The signed decision to hand the run, when the recorded decisions settle its plan."""
+    record = latest_plan(services.engine, case.id)
+    if record is None or record.status != PlanStatus.PENDING:
+        return None
+    if decided(services.engine, case.id, record.plan_hash, services.policy) == Verdict.PENDING:
+        return None
+    with Session(services.engine) as session:
+        stored = session.exec(
+            select(ApprovalDecision)
+            .where(
+                ApprovalDecision.case_id == case.id,
+                ApprovalDecision.plan_hash == record.plan_hash,
+            )
+            .order_by(col(ApprovalDecision.decided_at).desc())
+        ).first()
+    if stored is None:
+        return None
+    signed = services.decisions.sign(
+        SignedDecision(
+            decision_id=stored.id,
+            case_id=case.id,
+            plan_hash=stored.plan_hash,
+            approver_id=stored.approver_id,
+            decision=stored.decision.value,
+        )
+    )
+    return signed.model_dump()
+
+
+def forget_missing_run(services: Services, case: Case) -> None:
+    """The run is gone from Prefect (deleted, or a new Prefect database): start it again."""
+
+    def forget(session: Session) -> None:
+        current = session.get(Case, case.id)
+        if current is None or current.flow_run_id != case.flow_run_id:
+            return
+        current.flow_run_id = None
+        if current.status not in (CaseStatus.SCHEDULED,):
+            current.status = CaseStatus.RECEIVED
+        current.updated_at = utcnow()
+        session.add(current)
+        audit.append(
+            session,
+            action="run.missing",
+            actor="dispatcher",
+            outcome="restarting",
+            case_id=case.id,
+            details={"flow_run_id": case.flow_run_id},
+        )
+
+    audit.in_transaction(services.engine, forget)
+
+
+def claim_recovery(services: Services, case: Case, attempt: int, why: str) -> bool:
+    def claim(session: Session) -> bool:
+        current = session.get(Case, case.id)
+        if current is None or current.recovery_attempts != attempt:
+            return False
+        current.recovery_attempts = attempt + 1
+        current.recovered_at = utcnow()
+        session.add(current)
+        audit.append(
+            session,
+            action="run.recovered",
+            actor="dispatcher",
+            case_id=case.id,
+            details={"attempt": attempt + 1, "why": why, "flow_run_id": case.flow_run_id},
+        )
+        return True
+
+    return audit.in_transaction(services.engine, claim)
+
+
+def give_up(services: Services, case: Case, problem: str) -> None:
+    """Stop the case for a person, once, and tell them what was and was not done."""
+
+    def stop(session: Session) -> bool:
+        current = session.get(Case, case.id)
+        if current is None or current.status in (*TERMINAL_STATUSES, CaseStatus.NEEDS_ATTENTION):
+            return False
+        current.status = CaseStatus.NEEDS_ATTENTION
+        current.status_detail = problem
+        current.updated_at = utcnow()
+        session.add(current)
+        return True
+
+    if not audit.in_transaction(services.engine, stop):
+        return
+    done, not_done = progress(services, case.id)
+    notify.needs_attention(services, case, problem, done=done, not_done=not_done)
+    log.warning("case needs attention", case_id=case.id, problem=problem)
+
+
+def progress(services: Services, case_id: str) -> tuple[list[str], list[str]]:
+    """Labels of the latest plan's steps that were done, and of those that were not."""
+    record = latest_plan(services.engine, case_id)
+    if record is None:
+        return [], ["inventory and plan", "second-manager approval", "revocation"]
+    plan = RevocationPlan.from_canonical(record.canonical)
+    with Session(services.engine) as session:
+        finished = {
+            step.grant_key
+            for step in session.exec(
+                select(RevocationStep).where(RevocationStep.plan_id == record.id)
+            )
+            if step.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
+        }
+    done = [s.grant.label for s in plan.steps if s.grant.key in finished]
+    not_done = [s.grant.label for s in plan.steps if s.grant.key not in finished]
+    if record.status == PlanStatus.PENDING:
+        not_done.insert(0, "second-manager approval")
+    return done, not_done
