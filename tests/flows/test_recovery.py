@@ -123,6 +123,7 @@ def test_a_run_killed_half_way_through_revocation_is_recovered_and_completes(
     assert case_of(stack, case_id).status == CaseStatus.REVOKING
     run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", timeout=120)
     recovered_in = time.monotonic() - killed_at
+    print(f"flow-run process killed: case completed {recovered_in:.1f} s later")
     assert recovered_in < 120
     assert run["state"]["type"] == "COMPLETED"
     case = case_of(stack, case_id)
@@ -189,3 +190,45 @@ def test_an_approval_that_did_not_reach_its_run_is_delivered_by_the_dispatcher(
     run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=120)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert "run.resumed" in actions(stack, case_id)
+
+
+def test_the_runner_killed_half_way_through_revocation_is_restarted_and_the_case_completes(
+    recovering_stack,
+) -> None:  # type: ignore[no-untyped-def]
+    """The whole runner (and the flow run inside it) dies: the supervisor restarts it,
+    the orphaned run is marked crashed, and the dispatcher reschedules it."""
+    stack = recovering_stack
+    uid, dn = "tbos", f"uid=tbos,{recovering_stack.directory.users_base}"
+    case_id, flow_run_id, link = start_case(stack, "E1008", uid, "Thijs Bos")
+    supervisor = stack.running.supervisor
+    assert supervisor is not None
+    runner, restarts = supervisor.pid, supervisor.restarts
+    assert runner is not None
+    slapd = stack.directory.pid
+    with ThreadPoolExecutor(1) as pool:
+        approval = pool.submit(decide, link, "approve")
+        wait_until(
+            lambda: "revocation.step" in actions(stack, case_id),
+            timeout=90,
+            what="the first revocation step",
+        )
+        os.kill(slapd, signal.SIGSTOP)
+        try:
+            assert approval.result(timeout=60).status_code == 200
+            os.killpg(runner, signal.SIGKILL)  # the runner and every flow run it started
+            killed_at = time.monotonic()
+        finally:
+            os.kill(slapd, signal.SIGCONT)
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", timeout=120)
+    recovered_in = time.monotonic() - killed_at
+    print(f"runner killed: case completed {recovered_in:.1f} s later")
+    assert recovered_in < 120
+    assert run["state"]["type"] == "COMPLETED"
+    assert supervisor.restarts > restarts and supervisor.pid != runner
+    assert case_of(stack, case_id).status == CaseStatus.COMPLETED
+    admin = stack.directory.admin_connection()
+    assert groups_with(admin, stack.directory.groups_base, dn, uid) == []
+    assert is_locked(admin, dn)
+    admin.unbind()
+    assert "run.recovered" in actions(stack, case_id)
+    assert verify_chain(stack.engine).ok
