@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from approvals.requests import decisions_on
+from approvals.ports import ApprovalPorts
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Refusal, Verdict, refusals, verdict
 from approvals.tokens import SignedDecision
-from offboarding import audit
-from offboarding.models import ApprovalDecision, Case, RevocationPlanRecord
-from offboarding.services import Services
+from offboarding.domain import audit
+from offboarding.domain.cases import decisions_on
+from offboarding.domain.models import ApprovalDecision, Case, RevocationPlanRecord
 
 
-def _manager_ids(services: Services) -> list[str]:
+def _manager_ids(services: ApprovalPorts) -> list[str]:
     return [person.employee_id for person in services.people.managers()]
 
 
 def check_run_input(
-    services: Services, case: Case, record: RevocationPlanRecord, received: SignedDecision
+    services: ApprovalPorts, case: Case, record: RevocationPlanRecord, received: SignedDecision
 ) -> list[str]:
     """Everything wrong with a decision handed to the run; empty means it is genuine and allowed."""
     if not services.decisions.is_genuine(received):
@@ -53,7 +53,7 @@ def _rules_broken(
     return refusals(claim, managers=managers, current_plan_hash=record.plan_hash)
 
 
-def valid_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
+def valid_verdict(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Verdict:
     """The verdict from recorded decisions that still pass every rule right now."""
     managers = _manager_ids(services)
     valid: list[tuple[str, str]] = []

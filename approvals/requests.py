@@ -10,13 +10,13 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from approvals.ports import ApprovalPorts
 from approvals.rules import FourEyesPolicy, Verdict, eligible_approvers, verdict
 from approvals.tokens import LinkClaims
 from connectors.base import Person
-from offboarding import audit
-from offboarding.cases import latest_plan, leaver_view
-from offboarding.mail import OutgoingEmail
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.cases import latest_plan, leaver_view
+from offboarding.domain.models import (
     ApprovalDecision,
     ApprovalRequest,
     Case,
@@ -24,9 +24,9 @@ from offboarding.models import (
     RevocationPlanRecord,
     utcnow,
 )
-from offboarding.plan import RevocationPlan
-from offboarding.rendering import pick_language, render_email
-from offboarding.services import Services
+from offboarding.domain.plan import RevocationPlan
+from offboarding.notification.mail import OutgoingEmail
+from offboarding.notification.rendering import pick_language, render_email
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +41,12 @@ class IssuedLink:
     url: str
 
 
-def approval_url(services: Services, token: str) -> str:
+def approval_url(services: ApprovalPorts, token: str) -> str:
     return f"{services.settings.base_url}/approvals/{token}"
 
 
 def request_approvals(
-    services: Services, case: Case, record: RevocationPlanRecord
+    services: ApprovalPorts, case: Case, record: RevocationPlanRecord
 ) -> list[IssuedLink]:
     """Create (once) a request per eligible manager for this plan and email each their link.
 
@@ -142,7 +142,7 @@ class NotAwaitingApproval(Exception):
     """Links can only be renewed while the case waits for a decision."""
 
 
-def renew_approvals(services: Services, case: Case, *, actor: str) -> list[IssuedLink]:
+def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[IssuedLink]:
     """Fresh links (new lifetime) to every manager who has not used theirs yet.
 
     For a case whose links expired before anyone decided: the run is still waiting,
@@ -174,7 +174,7 @@ def renew_approvals(services: Services, case: Case, *, actor: str) -> list[Issue
     return request_approvals(services, case, record)
 
 
-def decision_context(services: Services, case: Case, plan: RevocationPlan) -> dict[str, Any]:
+def decision_context(services: ApprovalPorts, case: Case, plan: RevocationPlan) -> dict[str, Any]:
     """What a second manager is shown, in the email and on the page: who, why, exactly what."""
     requester = services.people.find_person(case.requested_by)
     return {
@@ -200,14 +200,3 @@ def decided(engine: Engine, case_id: str, plan_hash: str, policy: FourEyesPolicy
             )
         ).all()
     return verdict(policy, [(row.approver_id, row.decision.value) for row in rows])
-
-
-def decisions_on(engine: Engine, case_id: str, plan_hash: str) -> list[ApprovalDecision]:
-    with Session(engine, expire_on_commit=False) as session:
-        return list(
-            session.exec(
-                select(ApprovalDecision).where(
-                    ApprovalDecision.case_id == case_id, ApprovalDecision.plan_hash == plan_hash
-                )
-            ).all()
-        )

@@ -13,7 +13,7 @@ from datetime import timedelta
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 from pydantic import BaseModel
 
-from offboarding.audit import canonical_json
+from offboarding.domain.audit import canonical_json
 
 
 class LinkInvalid(Exception):

@@ -17,12 +17,13 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from approvals.ports import ApprovalPorts, RunResumer
 from approvals.requests import decided, decision_context
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
-from offboarding import audit
-from offboarding.cases import latest_plan, leaver_view
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.cases import latest_plan, leaver_view
+from offboarding.domain.models import (
     ApprovalDecision,
     ApprovalRequest,
     Case,
@@ -30,10 +31,8 @@ from offboarding.models import (
     Decision,
     utcnow,
 )
-from offboarding.plan import RevocationPlan
-from offboarding.rendering import pick_language, render_page
-from offboarding.runs import RunGateway
-from offboarding.services import Services
+from offboarding.domain.plan import RevocationPlan
+from offboarding.notification.rendering import pick_language, render_page
 
 log = structlog.get_logger(__name__)
 CSRF_COOKIE = "offboarding_csrf"
@@ -71,8 +70,8 @@ class Opened:
 
 
 def approvals_router(
-    services: Services,
-    gateway: RunGateway,
+    services: ApprovalPorts,
+    gateway: RunResumer,
     *,
     wake_dispatcher: Callable[[], None] = lambda: None,
 ) -> APIRouter:

@@ -49,16 +49,16 @@ import sqlalchemy
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from offboarding.cli import termination_event
-from offboarding.db import driver_url, make_engine
-from offboarding.hris import SIGNATURE_HEADER, sign
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.logging import configure_logging
-from offboarding.models import Case
-from offboarding.processes import free_port
-from offboarding.service import RunningService, prefect_env, run_service
-from offboarding.settings import Settings
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.domain.models import Case
+from offboarding.intake.client import termination_event
+from offboarding.intake.hris import SIGNATURE_HEADER, sign
+from offboarding.wiring.db import driver_url, make_engine
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.processes import free_port
+from offboarding.wiring.service import RunningService, prefect_env, run_service
+from offboarding.wiring.settings import Settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_HOST = "postgres@127.0.0.1:5432"

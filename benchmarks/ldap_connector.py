@@ -18,9 +18,9 @@ from pathlib import Path
 
 from connectors.base import Leaver
 from connectors.registry import build_connector
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import seed_demo_org
-from offboarding.logging import configure_logging
+from demo.directory import LocalDirectory
+from demo.organisation import seed_demo_org
+from offboarding.wiring.logging import configure_logging
 
 
 def main() -> None:

@@ -22,15 +22,15 @@ from pathlib import Path
 import httpx
 import ldap3
 
-from offboarding.cases import get_case
-from offboarding.db import make_engine
-from offboarding.demo import approval_links, send_leaver_event
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.logging import configure_logging
-from offboarding.processes import free_port
-from offboarding.service import run_service
-from offboarding.settings import Settings
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from demo.run import approval_links, send_leaver_event
+from offboarding.domain.cases import get_case
+from offboarding.wiring.db import make_engine
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.processes import free_port
+from offboarding.wiring.service import run_service
+from offboarding.wiring.settings import Settings
 
 CSRF = re.compile(r'name="csrf_token"\s+value="([^"]+)"')
 

@@ -24,6 +24,24 @@ class GrantKind(StrEnum):
     MEMBERSHIP = "membership"  # membership of a group, team or role
 
 
+class Effect(StrEnum):
+    """What removing a grant takes away. The core orders and phases plan steps by effect,
+    never by a connector's own kinds, so a new kind of access needs no change in the core."""
+
+    SIGN_IN = "sign_in"  # the ability to authenticate at all (lock, disable)
+    SESSION = "session"  # live sessions and refresh tokens
+    CREDENTIAL = "credential"  # secrets that prove identity (password, key, token)
+    MEMBERSHIP = "membership"  # groups, teams, roles, licences
+    DATA = "data"  # what the person owns: mailboxes, files, repositories
+
+
+_EFFECT_OF_KIND = {
+    GrantKind.ACCOUNT: Effect.SIGN_IN,
+    GrantKind.CREDENTIAL: Effect.CREDENTIAL,
+    GrantKind.MEMBERSHIP: Effect.MEMBERSHIP,
+}
+
+
 class Leaver(BaseModel):
     """The person leaving, as the HR system identifies them."""
 
@@ -44,6 +62,10 @@ class AccessGrant(BaseModel):
     account: str  # the leaver's identifier in that system (e.g. their DN)
     target: str  # what the access is to (a group DN; the account itself)
     label: str  # short human description for plans and evidence
+
+    @property
+    def effect(self) -> Effect:
+        return _EFFECT_OF_KIND[self.kind]
 
     @property
     def key(self) -> str:

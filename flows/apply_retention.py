@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from offboarding.db import make_engine
-from offboarding.logging import configure_logging
-from offboarding.retention import apply_retention as erase_old_cases
-from offboarding.settings import get_settings
+from offboarding.domain.retention import apply_retention as erase_old_cases
+from offboarding.wiring.db import make_engine
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.settings import get_settings
 
 
 @flow(name="apply-retention", log_prints=False, persist_result=False)

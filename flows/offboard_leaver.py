@@ -26,11 +26,9 @@ from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
 from connectors.base import AccessGrant, Outcome, OutcomeStatus, TransientError
-from offboarding import audit, notify
-from offboarding.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
-from offboarding.logging import bind_case, configure_logging
-from offboarding.mail import TransientMailError
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
+from offboarding.domain.models import (
     TERMINAL_STATUSES,
     Case,
     CaseStatus,
@@ -39,8 +37,8 @@ from offboarding.models import (
     RevocationStep,
     StepStatus,
 )
-from offboarding.plan import Phase, unapproved_grants
-from offboarding.revocation import (
+from offboarding.domain.plan import Phase, unapproved_grants
+from offboarding.domain.revocation import (
     VerificationReport,
     inventory_all,
     load_plan,
@@ -49,9 +47,12 @@ from offboarding.revocation import (
     store_plan,
     verify_all,
 )
-from offboarding.services import Services, build_services
-from offboarding.settings import get_settings
-from offboarding.text import safe_display
+from offboarding.domain.text import safe_display
+from offboarding.notification import notify
+from offboarding.notification.mail import TransientMailError
+from offboarding.wiring.logging import bind_case, configure_logging
+from offboarding.wiring.services import Services, build_services
+from offboarding.wiring.settings import get_settings
 
 log = structlog.get_logger(__name__)
 

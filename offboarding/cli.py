@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-import httpx
 import typer
 
 app = typer.Typer(help="Employee offboarding with four-eyes approval.", no_args_is_help=True)
@@ -37,7 +34,7 @@ def _settings(  # type: ignore[no-untyped-def]
 ):
     from pydantic import ValidationError
 
-    from offboarding.settings import Settings
+    from offboarding.wiring.settings import Settings
 
     given = {"host": host, "port": port, "prefect_port": prefect_port, **overrides}
     values = {k: v for k, v in given.items() if v is not None}
@@ -61,8 +58,8 @@ def up(
     host: HostOption = None, port: PortOption = None, prefect_port: PrefectPortOption = None
 ) -> None:
     """Run the service: local Prefect server, flow deployments served, web app."""
-    from offboarding.logging import configure_logging
-    from offboarding.service import run_service
+    from offboarding.wiring.logging import configure_logging
+    from offboarding.wiring.service import run_service
 
     configure_logging()
     settings = _settings(host, port, prefect_port)
@@ -120,14 +117,14 @@ def demo(
 
     The demo keeps its data in `<data dir>/demo`, fresh on every start, apart from yours.
     """
-    from offboarding.demo import run_demo
-    from offboarding.service import check_ports_free
+    from demo.run import run_demo
+    from offboarding.wiring.service import check_ports_free
 
     base = _settings(host, port, prefect_port)
     settings = _settings(host, port, prefect_port, env="demo", home=base.home / "demo")
     try:
         check_ports_free(settings)  # before the demo wipes its data dir: it may be in use
-        run_demo(settings)
+        run_demo(settings, announce=_announce, wait=_wait_forever)
     except RuntimeError as exc:
         typer.secho(f"Could not start: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -168,8 +165,8 @@ def cases(
     """List cases, newest first: id, status, leaver, last working day, detail."""
     from sqlmodel import Session, col, select
 
-    from offboarding.db import create_schema, make_engine
-    from offboarding.models import Case, CaseStatus
+    from offboarding.domain.models import Case, CaseStatus
+    from offboarding.wiring.db import create_schema, make_engine
 
     engine = make_engine(_settings().resolved_database_url)
     create_schema(engine)
@@ -195,8 +192,8 @@ def approvals_resend(case_id: Annotated[str, typer.Argument(help="The case id.")
     import getpass
 
     from approvals.requests import NotAwaitingApproval, renew_approvals
-    from offboarding.cases import get_case
-    from offboarding.services import build_services
+    from offboarding.domain.cases import get_case
+    from offboarding.wiring.services import build_services
 
     services = build_services(_settings())
     case = get_case(services.engine, case_id)
@@ -219,10 +216,10 @@ def retention(
     dry_run: Annotated[bool, typer.Option(help="Only list the cases that are due.")] = False,
 ) -> None:
     """Erase personal data of closed cases older than `retention_days` (also runs daily)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    from offboarding.db import create_schema, make_engine
-    from offboarding.retention import apply_retention, due_cases
+    from offboarding.domain.retention import apply_retention, due_cases
+    from offboarding.wiring.db import create_schema, make_engine
 
     settings = _settings()
     engine = make_engine(settings.resolved_database_url)
@@ -246,8 +243,8 @@ def retention(
 @audit_app.command("show")
 def audit_show(case_id: Annotated[str, typer.Argument(help="The case id.")]) -> None:
     """Print a case's audit trail: when, who, what, outcome."""
-    from offboarding.audit import events_for_case
-    from offboarding.db import create_schema, make_engine
+    from offboarding.domain.audit import events_for_case
+    from offboarding.wiring.db import create_schema, make_engine
 
     engine = make_engine(_settings().resolved_database_url)
     create_schema(engine)
@@ -266,8 +263,8 @@ def audit_show(case_id: Annotated[str, typer.Argument(help="The case id.")]) -> 
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit hash chain; non-zero exit names the first bad event."""
-    from offboarding.audit import verify_chain
-    from offboarding.db import make_engine
+    from offboarding.domain.audit import verify_chain
+    from offboarding.wiring.db import make_engine
 
     settings = _settings()
     report = verify_chain(make_engine(settings.resolved_database_url))
@@ -296,6 +293,8 @@ def hris_send(
 ) -> None:
     """Sign and post an employee.terminated event, as the HR system would."""
     settings = _settings()
+    from offboarding.intake.client import send_event, termination_event
+
     response = send_event(
         base_url=url or settings.base_url,
         secret=settings.hris_secret.get_secret_value(),
@@ -311,44 +310,6 @@ def hris_send(
     typer.echo(f"{response.status_code} {response.text}")
     if response.status_code >= 400:
         raise typer.Exit(1)
-
-
-def termination_event(
-    *,
-    employee_id: str,
-    email: str,
-    display_name: str,
-    requested_by: str,
-    last_working_day: date | None = None,
-    urgent: bool = False,
-    manager_id: str | None = None,
-) -> dict[str, object]:
-    return {
-        "id": f"evt-{uuid.uuid4().hex[:16]}",
-        "type": "employee.terminated",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "employee": {
-            "id": employee_id,
-            "email": email,
-            "display_name": display_name,
-            "manager_id": manager_id or requested_by,
-        },
-        "last_working_day": (last_working_day or date.today()).isoformat(),
-        "urgent": urgent,
-        "requested_by": requested_by,
-    }
-
-
-def send_event(*, base_url: str, secret: str, event: dict[str, object]) -> httpx.Response:
-    from offboarding.hris import SIGNATURE_HEADER, sign
-
-    body = json.dumps(event).encode()
-    return httpx.post(
-        f"{base_url.rstrip('/')}/hris/events",
-        content=body,
-        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
-        timeout=30,
-    )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ import sqlalchemy
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 
-from offboarding.db import create_schema, driver_url, make_engine
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.processes import free_port
-from offboarding.service import RunningService, run_service
-from offboarding.services import Services, build_services
-from offboarding.settings import Settings, SmtpSettings
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.wiring.db import create_schema, driver_url, make_engine
+from offboarding.wiring.processes import free_port
+from offboarding.wiring.service import RunningService, run_service
+from offboarding.wiring.services import Services, build_services
+from offboarding.wiring.settings import Settings, SmtpSettings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -95,7 +95,7 @@ def can_bind(url: str, dn: str, password: str) -> bool:
 
 def send_leaver(stack: Any, employee_id: str, uid: str, name: str) -> httpx.Response:
     """HR's signed termination event for a demo employee, requested by the demo requester."""
-    from offboarding.cli import send_event, termination_event
+    from offboarding.intake.client import send_event, termination_event
 
     return send_event(
         base_url=stack.running.web_url,
@@ -114,7 +114,7 @@ def run_of(stack: Any, case_id: str, timeout: float = 90) -> str:
     202 as soon as the case is stored; the run is created right after, in the background)."""
     from sqlmodel import Session
 
-    from offboarding.models import Case
+    from offboarding.domain.models import Case
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

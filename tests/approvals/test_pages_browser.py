@@ -27,8 +27,8 @@ from support import (
     wait_for_state,
 )
 
-from offboarding.cases import latest_plan
-from offboarding.models import ApprovalDecision, Case, CaseStatus
+from offboarding.domain.cases import latest_plan
+from offboarding.domain.models import ApprovalDecision, Case, CaseStatus
 
 pytestmark = pytest.mark.e2e
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from approvals.requests import NoEligibleApprover, request_approvals
-from offboarding.cases import leaver_of
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import seed_demo_org
-from offboarding.models import Case
-from offboarding.revocation import inventory_all, store_plan
-from offboarding.services import build_services
-from offboarding.settings import Settings
+from demo.directory import LocalDirectory
+from demo.organisation import seed_demo_org
+from offboarding.domain.cases import leaver_of
+from offboarding.domain.models import Case
+from offboarding.domain.revocation import inventory_all, store_plan
+from offboarding.wiring.services import build_services
+from offboarding.wiring.settings import Settings
 
 
 def services_for(tmp_path: Path, directory: LocalDirectory, **connector: object):  # type: ignore[no-untyped-def]

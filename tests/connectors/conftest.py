@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.base import Leaver
-from offboarding.localdir import DemoOrg, LocalDirectory, seed_demo_org
+from demo.directory import DemoOrg, LocalDirectory, seed_demo_org
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
 USER_PASSWORD = "Welkom-2024!"

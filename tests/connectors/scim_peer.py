@@ -42,7 +42,7 @@ from scim2_server.utils import (
 )
 
 from connectors.base import Leaver
-from offboarding.processes import free_port
+from offboarding.wiring.processes import free_port
 
 TOKEN = "scim-test-token-0f6c"  # a throwaway token for a throwaway server
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

@@ -24,7 +24,7 @@ from connectors.ldap import LdapConfig, LdapConnector, build_tls, from_config, p
 from connectors.ldap_people import normalise_language
 from connectors.registry import build_connector, build_people_directory
 from connectors.testing import ConnectorConformance
-from offboarding.localdir import DemoOrg, LocalDirectory, free_port, seed_demo_org
+from demo.directory import DemoOrg, LocalDirectory, free_port, seed_demo_org
 
 
 class TestLdapConformance(ConnectorConformance):

@@ -25,8 +25,8 @@ from support import (
     wait_for_state,
 )
 
-from offboarding.audit import events_for_case, verify_chain
-from offboarding.models import Case, CaseStatus
+from offboarding.domain.audit import events_for_case, verify_chain
+from offboarding.domain.models import Case, CaseStatus
 
 pytestmark = pytest.mark.e2e
 

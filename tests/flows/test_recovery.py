@@ -29,10 +29,10 @@ from support import (
     wait_for_state,
 )
 
-from offboarding.audit import events_for_case, verify_chain
-from offboarding.models import Case, CaseStatus
-from offboarding.runs import RunGateway
-from offboarding.web import create_app
+from offboarding.domain.audit import events_for_case, verify_chain
+from offboarding.domain.models import Case, CaseStatus
+from offboarding.orchestration.runs import RunGateway
+from offboarding.wiring.web import create_app
 
 pytestmark = pytest.mark.e2e
 

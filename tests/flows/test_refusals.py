@@ -25,9 +25,9 @@ from support import (
 )
 
 from approvals.tokens import LinkClaims, LinkSigner, SignedDecision
-from offboarding.audit import events_for_case, verify_chain
-from offboarding.cases import latest_plan
-from offboarding.models import ApprovalDecision, ApprovalRequest, Case, CaseStatus, utcnow
+from offboarding.domain.audit import events_for_case, verify_chain
+from offboarding.domain.cases import latest_plan
+from offboarding.domain.models import ApprovalDecision, ApprovalRequest, Case, CaseStatus, utcnow
 
 pytestmark = pytest.mark.e2e
 
@@ -292,7 +292,7 @@ def test_expired_links_can_be_renewed_by_an_operator(stack, monkeypatch) -> None
     from typer.testing import CliRunner
 
     from offboarding.cli import app
-    from offboarding.service import settings_as_env
+    from offboarding.wiring.service import settings_as_env
 
     case = open_case(stack, "E1013", "jdekker", "Julia Dekker")
     with Session(stack.engine) as session:

@@ -18,8 +18,8 @@ from support import (
     wait_for_state,
 )
 
-from offboarding.audit import events_for_case
-from offboarding.cli import send_event, termination_event
+from offboarding.domain.audit import events_for_case
+from offboarding.intake.client import send_event, termination_event
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
-from offboarding import audit
 from offboarding.cli import app
+from offboarding.domain import audit
 
 
 def fill(engine: Engine, n: int = 5) -> None:

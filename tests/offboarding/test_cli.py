@@ -17,9 +17,9 @@ import httpx
 import pytest
 from support import decide, wait_for_state
 
-from offboarding.localdir import LocalDirectory
-from offboarding.processes import free_port
-from offboarding.settings import Settings
+from demo.directory import LocalDirectory
+from offboarding.wiring.processes import free_port
+from offboarding.wiring.settings import Settings
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "offboarding.cli"]

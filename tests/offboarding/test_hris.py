@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from offboarding.hris import SignatureError, sign, verify_signature
+from offboarding.intake.hris import SignatureError, sign, verify_signature
 
 BODY = b'{"id":"evt-1"}'
 

@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 from support import run_of
 
-from offboarding.audit import events_for_case
-from offboarding.cli import termination_event
-from offboarding.dispatcher import Dispatcher
-from offboarding.hris import SIGNATURE_HEADER, sign
-from offboarding.models import Case
-from offboarding.runs import RunGateway
-from offboarding.web import create_app
+from offboarding.domain.audit import events_for_case
+from offboarding.domain.models import Case
+from offboarding.intake.client import termination_event
+from offboarding.intake.hris import SIGNATURE_HEADER, sign
+from offboarding.orchestration.dispatcher import Dispatcher
+from offboarding.orchestration.runs import RunGateway
+from offboarding.wiring.web import create_app
 
 pytestmark = pytest.mark.e2e
 

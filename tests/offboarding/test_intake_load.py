@@ -16,9 +16,9 @@ from conftest import Stack
 from sqlmodel import Session, col, func, select
 from support import run_of
 
-from offboarding.cli import termination_event
-from offboarding.hris import SIGNATURE_HEADER, sign
-from offboarding.models import AuditEvent, Case
+from offboarding.domain.models import AuditEvent, Case
+from offboarding.intake.client import termination_event
+from offboarding.intake.hris import SIGNATURE_HEADER, sign
 
 pytestmark = pytest.mark.e2e
 

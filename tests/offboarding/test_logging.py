@@ -6,7 +6,7 @@ import sys
 
 SCRIPT = """
 import logging, structlog
-from offboarding.logging import configure_logging, bind_case
+from offboarding.wiring.logging import configure_logging, bind_case
 configure_logging({json})
 bind_case("case-1")
 log = structlog.get_logger("offboarding.x")

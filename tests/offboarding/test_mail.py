@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from offboarding.mail import (
+from offboarding.domain.text import BIDI_CONTROLS, ZERO_WIDTH
+from offboarding.notification.mail import (
     MailError,
     OutboxMailer,
     OutgoingEmail,
@@ -36,8 +37,7 @@ from offboarding.mail import (
     TransientMailError,
     build_message,
 )
-from offboarding.rendering import render_email, template_env
-from offboarding.text import BIDI_CONTROLS, ZERO_WIDTH
+from offboarding.notification.rendering import render_email, template_env
 
 SENDER = "Offboarding <offboarding@example.nl>"
 LINK = "https://offboarding.example.nl/approvals/c-2025-0042?token=abc.def&lang=nl"
@@ -549,7 +549,7 @@ def test_outbox_leaves_no_partial_file_behind(
     def broken_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("offboarding.mail.os.fsync", broken_fsync)
+    monkeypatch.setattr("offboarding.notification.mail.os.fsync", broken_fsync)
     with pytest.raises(OSError, match="No space"):
         mailer.send(approval_email())
     assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from offboarding.db import create_schema
+from offboarding.wiring.db import create_schema
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:  # `engine` ran the migrations

@@ -22,18 +22,26 @@ from sqlmodel import Session, select
 from support import text_of
 
 from approvals.requests import request_approvals
-from offboarding import notify
-from offboarding.cases import leaver_of
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.models import (
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.domain.cases import leaver_of
+from offboarding.domain.models import (
     ApprovalDecision,
     ApprovalRequest,
     Case,
     Decision,
     RevocationPlanRecord,
 )
-from offboarding.rendering import (
+from offboarding.domain.revocation import (
+    inventory_all,
+    load_plan,
+    revoke_one,
+    store_plan,
+    verify_all,
+)
+from offboarding.domain.text import BIDI_CONTROLS, ZERO_WIDTH
+from offboarding.notification import notify
+from offboarding.notification.rendering import (
     SUPPORTED_LANGUAGES,
     RenderedEmail,
     default_templates_dir,
@@ -44,10 +52,8 @@ from offboarding.rendering import (
     render_page,
     template_env,
 )
-from offboarding.revocation import inventory_all, load_plan, revoke_one, store_plan, verify_all
-from offboarding.services import Services, build_services
-from offboarding.settings import Settings
-from offboarding.text import BIDI_CONTROLS, ZERO_WIDTH
+from offboarding.wiring.services import Services, build_services
+from offboarding.wiring.settings import Settings
 
 LINK = "https://offboarding.example.nl/approvals/c-2025-0042?token=abc.def&lang=nl"
 HOSTILE_NAME = '<script>alert("x")</script> Zoë'
@@ -642,7 +648,7 @@ def test_pick_language_refuses_an_unsupported_default() -> None:
 
 def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environment) -> None:
     from connectors.base import AccessGrant, GrantKind, Leaver
-    from offboarding.plan import build_plan
+    from offboarding.domain.plan import build_plan
 
     dn = "uid=jdevries,ou=people,dc=example,dc=test"
     grants = [

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from offboarding import audit
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.models import (
     ApprovalDecision,
     ApprovalRequest,
     AuditEvent,
@@ -20,7 +20,7 @@ from offboarding.models import (
     RevocationStep,
     StepStatus,
 )
-from offboarding.retention import ERASED, apply_retention
+from offboarding.domain.retention import ERASED, apply_retention
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -25,11 +25,11 @@ from support import wait_for_state
 
 from flows.apply_retention import apply_retention
 from flows.offboard_leaver import offboard_leaver
-from offboarding.db import create_schema, make_engine
-from offboarding.logging import configure_logging
-from offboarding.processes import free_port, group_members, port_problem, wait_until_gone
-from offboarding.service import RunningService, _wait_for_prefect_server, run_service
-from offboarding.settings import Settings
+from offboarding.wiring.db import create_schema, make_engine
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.processes import free_port, group_members, port_problem, wait_until_gone
+from offboarding.wiring.service import RunningService, _wait_for_prefect_server, run_service
+from offboarding.wiring.settings import Settings
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "offboarding.cli"]

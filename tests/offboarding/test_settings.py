@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from offboarding.service import settings_as_env
-from offboarding.settings import Settings
+from offboarding.wiring.service import settings_as_env
+from offboarding.wiring.settings import Settings
 
 CONFIG = """
 env = "production"

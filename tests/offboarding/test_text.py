@@ -10,14 +10,14 @@ import pytest
 from markdown_it import MarkdownIt
 from pydantic import ValidationError
 
-from offboarding.hris import TerminationEvent
-from offboarding.text import (
+from offboarding.domain.text import (
     BIDI_CONTROLS,
     ZERO_WIDTH,
     markdown_escape,
     safe_display,
     safe_multiline,
 )
+from offboarding.intake.hris import TerminationEvent
 
 NAMES_THAT_STAY = [
     "Zoë Ëmans",

@@ -23,9 +23,9 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from offboarding.localdir_config import config_ldif
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.processes import die_with_parent, free_port
+from demo.directory_config import config_ldif
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.wiring.processes import die_with_parent, free_port
 
 __all__ = ["DemoOrg", "LocalDirectory", "LocalDirectoryError", "free_port", "seed_demo_org"]
 

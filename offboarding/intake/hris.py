@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from offboarding.text import safe_display
+from offboarding.domain.text import safe_display
 
 SIGNATURE_HEADER = "Offboarding-Signature"
 

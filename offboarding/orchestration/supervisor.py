@@ -1,10 +1,10 @@
 """Keep the flow runner alive, and leave no flow run RUNNING that no process runs.
 
-The runner (`python -m offboarding.runner`) is started in a process group of its own; the
-flow-run processes it starts share that group. When the runner dies while the service is
-up (killed, out of memory), the supervisor kills what is left of the group, marks the runs
-of our deployments that were in flight as CRASHED (the dispatcher reschedules those of open
-cases), and starts a new runner, waiting longer after each quick failure.
+The runner (`python -m offboarding.orchestration.runner`) is started in a process group of
+its own; the flow-run processes it starts share that group. When the runner dies while the
+service is up (killed, out of memory), the supervisor kills what is left of the group, marks
+the runs of our deployments that were in flight as CRASHED (the dispatcher reschedules those
+of open cases), and starts a new runner, waiting longer after each quick failure.
 
 The group id sits in `<data dir>/run/runner.pid` with a mark the group's processes carry in
 their environment: a service killed with SIGKILL leaves flow-run processes behind, and the
@@ -38,7 +38,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
-from offboarding.processes import (
+from offboarding.wiring.processes import (
     environment_has,
     group_members,
     kill_process_group,

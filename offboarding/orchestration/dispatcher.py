@@ -32,9 +32,9 @@ from sqlmodel import Session, col, select
 from approvals.requests import decided
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
-from offboarding import audit, notify
-from offboarding.cases import latest_plan, run_name, start_time
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.cases import latest_plan, run_name, start_time
+from offboarding.domain.models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
     Case,
@@ -45,9 +45,10 @@ from offboarding.models import (
     as_utc,
     utcnow,
 )
-from offboarding.plan import RevocationPlan
-from offboarding.runs import OrchestratorUnavailable, RunGateway
-from offboarding.services import Services
+from offboarding.domain.plan import RevocationPlan
+from offboarding.notification import notify
+from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
+from offboarding.wiring.services import Services
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

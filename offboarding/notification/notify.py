@@ -5,27 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from approvals.requests import decisions_on
 from connectors.base import Outcome, Person
-from offboarding import audit
-from offboarding.cases import leaver_view
-from offboarding.mail import OutgoingEmail
-from offboarding.models import Case, RevocationPlanRecord, utcnow
-from offboarding.plan import describe_outcome
-from offboarding.rendering import load_messages, pick_language
-from offboarding.rendering import render_email as render
-from offboarding.revocation import VerificationReport
-from offboarding.services import Services
-from offboarding.text import markdown_escape
+from offboarding.domain import audit
+from offboarding.domain.cases import decisions_on, leaver_view
+from offboarding.domain.models import Case, RevocationPlanRecord, utcnow
+from offboarding.domain.plan import describe_outcome
+from offboarding.domain.revocation import VerificationReport
+from offboarding.domain.text import markdown_escape
+from offboarding.notification.mail import OutgoingEmail
+from offboarding.notification.ports import NotifyPorts
+from offboarding.notification.rendering import load_messages, pick_language
+from offboarding.notification.rendering import render_email as render
 
 
-def _person(services: Services, employee_id: str) -> Person:
+def _person(services: NotifyPorts, employee_id: str) -> Person:
     found = services.people.find_person(employee_id)
     return found or Person(employee_id=employee_id, display_name=employee_id, email="")
 
 
 def _send(
-    services: Services,
+    services: NotifyPorts,
     case: Case,
     template: str,
     recipients: Sequence[Person],
@@ -58,7 +57,7 @@ def _send(
         )
 
 
-def _approver(services: Services, case: Case, record: RevocationPlanRecord) -> Person | None:
+def _approver(services: NotifyPorts, case: Case, record: RevocationPlanRecord) -> Person | None:
     decisions = decisions_on(services.engine, case.id, record.plan_hash)
     return _person(services, decisions[-1].approver_id) if decisions else None
 
@@ -70,7 +69,7 @@ def _names(person: Person | None) -> dict[str, str]:
 
 
 def completed(
-    services: Services,
+    services: NotifyPorts,
     case: Case,
     record: RevocationPlanRecord,
     outcomes: Sequence[Outcome],
@@ -96,7 +95,7 @@ def completed(
     )
 
 
-def rejected(services: Services, case: Case, record: RevocationPlanRecord) -> None:
+def rejected(services: NotifyPorts, case: Case, record: RevocationPlanRecord) -> None:
     decisions = [
         d
         for d in decisions_on(services.engine, case.id, record.plan_hash)
@@ -129,7 +128,7 @@ def rejected(services: Services, case: Case, record: RevocationPlanRecord) -> No
 
 
 def needs_attention(
-    services: Services, case: Case, problem: str, *, done: list[str], not_done: list[str]
+    services: NotifyPorts, case: Case, problem: str, *, done: list[str], not_done: list[str]
 ) -> None:
     audit.record(
         services.engine,
@@ -163,7 +162,7 @@ def _checks(report: VerificationReport) -> list[dict[str, Any]]:
 
 
 def evidence_markdown(
-    services: Services,
+    services: NotifyPorts,
     case: Case,
     record: RevocationPlanRecord,
     outcomes: Sequence[Outcome],
@@ -173,7 +172,7 @@ def evidence_markdown(
     """The evidence summary, in English and Dutch, for the run's artifact.
 
     The report templates are Markdown: every value they print is Markdown-escaped
-    (``offboarding.rendering.finalize``), names from the directory included.
+    (``offboarding.notification.rendering.finalize``), names from the directory included.
     """
     approver = _approver(services, case, record)
     requester = _person(services, case.requested_by)

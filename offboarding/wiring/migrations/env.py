@@ -1,9 +1,9 @@
 """Alembic environment.
 
-The service runs migrations on the connection `offboarding.db.create_schema` hands in.
+The service runs migrations on the connection `offboarding.wiring.db.create_schema` hands in.
 From the command line (to write a new migration after changing a model):
 
-    .venv/bin/alembic -c offboarding/migrations/alembic.ini revision --autogenerate -m "..."
+    .venv/bin/alembic -c offboarding/wiring/migrations/alembic.ini revision --autogenerate -m "..."
 
 uses the configured database (OFFBOARDING_DATABASE_URL, default SQLite in the data dir).
 """
@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from offboarding import models  # noqa: F401 - registers the tables
+from offboarding.domain import models  # noqa: F401 - registers the tables
 
 
 def run(connection: Connection) -> None:
@@ -32,8 +32,8 @@ given = context.config.attributes.get("connection")
 if given is not None:
     run(given)
 else:
-    from offboarding.db import make_engine
-    from offboarding.settings import get_settings
+    from offboarding.wiring.db import make_engine
+    from offboarding.wiring.settings import get_settings
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import Leaver
-from offboarding.hris import TerminationEvent
-from offboarding.models import (
+from offboarding.domain.models import (
     TERMINAL_STATUSES,
+    ApprovalDecision,
     Case,
     CaseStatus,
     PlanStatus,
     RevocationPlanRecord,
-    as_utc,
     utcnow,
 )
 
@@ -57,21 +56,6 @@ def find_open_case(session: Session, employee_id: str) -> Case | None:
             Case.employee_id == employee_id, col(Case.status).not_in(list(TERMINAL_STATUSES))
         )
     ).first()
-
-
-def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:
-    return Case(
-        event_id=event.id,
-        employee_id=event.employee.id,
-        employee_email=event.employee.email,
-        display_name=event.employee.display_name,
-        manager_id=event.employee.manager_id,
-        requested_by=event.requested_by,
-        last_working_day=event.last_working_day,
-        urgent=event.urgent,
-        occurred_at=as_utc(event.occurred_at),
-        status=CaseStatus.SCHEDULED if scheduled else CaseStatus.RECEIVED,
-    )
 
 
 def leaver_of(case: Case) -> Leaver:
@@ -123,3 +107,15 @@ def set_plan_status(engine: Engine, plan_id: str, status: PlanStatus) -> None:
         record.status = status
         session.add(record)
         session.commit()
+
+
+def decisions_on(engine: Engine, case_id: str, plan_hash: str) -> list[ApprovalDecision]:
+    """The decisions recorded on one plan of a case."""
+    with Session(engine, expire_on_commit=False) as session:
+        return list(
+            session.exec(
+                select(ApprovalDecision).where(
+                    ApprovalDecision.case_id == case_id, ApprovalDecision.plan_hash == plan_hash
+                )
+            ).all()
+        )

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import (
     AccessGrant,
     AlreadyDone,
+    Connector,
+    GrantKind,
     Leaver,
     Outcome,
     OutcomeStatus,
     Verification,
 )
-from offboarding import audit
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.models import (
     Case,
     PlanStatus,
     RevocationPlanRecord,
@@ -24,13 +29,27 @@ from offboarding.models import (
     StepStatus,
     utcnow,
 )
-from offboarding.plan import RevocationPlan, build_plan
-from offboarding.services import Services
+from offboarding.domain.plan import RevocationPlan, build_plan
 
 log = structlog.get_logger(__name__)
 
 
-def inventory_all(services: Services, leaver: Leaver) -> list[AccessGrant]:
+class RevocationPorts(Protocol):
+    """What revocation needs from the service: the database and the configured systems."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def connectors(self) -> Mapping[str, Connector]: ...
+
+    @property
+    def urgent_containment(self) -> frozenset[GrantKind]:
+        """Grant kinds revoked before the decision on an urgent leaver (policy)."""
+        ...
+
+
+def inventory_all(services: RevocationPorts, leaver: Leaver) -> list[AccessGrant]:
     """Every grant the leaver holds, in every configured system."""
     grants: list[AccessGrant] = []
     for name, connector in services.connectors.items():
@@ -41,7 +60,7 @@ def inventory_all(services: Services, leaver: Leaver) -> list[AccessGrant]:
 
 
 def store_plan(
-    services: Services, case: Case, leaver: Leaver, grants: list[AccessGrant]
+    services: RevocationPorts, case: Case, leaver: Leaver, grants: list[AccessGrant]
 ) -> RevocationPlanRecord:
     """Store the plan as the case's next version (older pending ones are superseded)."""
     with Session(services.engine, expire_on_commit=False) as session:
@@ -50,9 +69,7 @@ def store_plan(
             .where(RevocationPlanRecord.case_id == case.id)
             .order_by(col(RevocationPlanRecord.version).desc())
         ).all()
-        containment = (
-            frozenset(services.settings.urgent_containment) if case.urgent else frozenset()
-        )
+        containment = services.urgent_containment if case.urgent else frozenset()
         plan = build_plan(case_id=case.id, leaver=leaver, grants=grants, containment=containment)
         for old in previous:
             if old.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
@@ -81,7 +98,7 @@ def store_plan(
 
 
 def record_step(
-    services: Services,
+    services: RevocationPorts,
     *,
     case_id: str,
     plan_id: str,
@@ -119,7 +136,9 @@ _STEP_STATUS = {
 }
 
 
-def revoke_one(services: Services, *, case_id: str, plan_id: str, grant: AccessGrant) -> Outcome:
+def revoke_one(
+    services: RevocationPorts, *, case_id: str, plan_id: str, grant: AccessGrant
+) -> Outcome:
     """Revoke one grant and record it. Connector errors propagate (after being recorded)."""
     connector = services.connectors[grant.connector]
     try:
@@ -160,7 +179,7 @@ class VerificationReport:
         return [g for v in self.by_connector.values() for g in v.remaining]
 
 
-def verify_all(services: Services, case_id: str, leaver: Leaver) -> VerificationReport:
+def verify_all(services: RevocationPorts, case_id: str, leaver: Leaver) -> VerificationReport:
     results = {name: c.verify(leaver) for name, c in services.connectors.items()}
     report = VerificationReport(results)
     audit.record(
@@ -182,7 +201,7 @@ def verify_all(services: Services, case_id: str, leaver: Leaver) -> Verification
     return report
 
 
-def steps_of(services: Services, plan_id: str) -> list[RevocationStep]:
+def steps_of(services: RevocationPorts, plan_id: str) -> list[RevocationStep]:
     with Session(services.engine, expire_on_commit=False) as session:
         return list(
             session.exec(

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from offboarding.models import AuditEvent, as_utc, utcnow
+from offboarding.domain.models import AuditEvent, as_utc, utcnow
 
 T = TypeVar("T")
 GENESIS = "0" * 64

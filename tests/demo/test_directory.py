@@ -16,7 +16,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPInsufficientAccessRightsResult, LDAPSocketOpenError
 
-from offboarding.localdir import (
+from demo.directory import (
     DemoOrg,
     LocalDirectory,
     LocalDirectoryError,
@@ -232,7 +232,7 @@ def test_slapd_dies_with_its_parent(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from offboarding.localdir import LocalDirectory
+        from demo.directory import LocalDirectory
         directory = LocalDirectory.start(Path({str(tmp_path / "ldap")!r}), admin_password="x")
         print(directory.pid, flush=True)
         time.sleep(60)

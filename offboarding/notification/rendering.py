@@ -12,7 +12,7 @@ injected as ``t`` together with ``lang``. The catalogs carry the same keys, so
 the Dutch and English pages cannot drift apart in structure.
 
 Every value a template prints passes ``finalize`` first, because names and other text
-come from people and directories (see ``offboarding.text``): it is put on one line
+come from people and directories (see ``offboarding.domain.text``): it is put on one line
 without invisible controls, and in Markdown templates (``*.md``) its Markdown is
 escaped too. HTML is then escaped as usual. Two filters say otherwise where needed:
 ``multiline`` keeps a free text's line breaks (``{{ reason | multiline(indent=4) }}``),
@@ -32,7 +32,7 @@ import jinja2
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-from offboarding.text import markdown_escape, safe_display, safe_multiline
+from offboarding.domain.text import markdown_escape, safe_display, safe_multiline
 
 SUPPORTED_LANGUAGES = ("nl", "en")
 
@@ -41,7 +41,7 @@ SUBJECT_PREFIX = "Subject:"
 
 def default_templates_dir() -> Path:
     """The repository's top-level ``templates/`` folder."""
-    return Path(__file__).resolve().parents[1] / "templates"
+    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def template_env(templates_dir: Path | None = None) -> jinja2.Environment:

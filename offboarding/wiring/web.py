@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from approvals.web import approvals_router
-from offboarding.dispatcher import Dispatcher
-from offboarding.intake import document_intake, intake_router
-from offboarding.runs import RunGateway
-from offboarding.services import Services
+from offboarding.intake.routes import document_intake, intake_router
+from offboarding.orchestration.dispatcher import Dispatcher
+from offboarding.orchestration.runs import RunGateway
+from offboarding.wiring.services import Services
 
 
 def create_app(

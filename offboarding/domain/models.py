@@ -67,7 +67,7 @@ class Case(SQLModel, table=True):
     status: CaseStatus = Field(default=CaseStatus.RECEIVED)
     status_detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     flow_run_id: str | None = Field(default=None, max_length=64)
-    # automatic recoveries of a crashed or failed run (bounded; see offboarding.dispatcher)
+    # automatic recoveries of a crashed or failed run (bounded; see the dispatcher)
     recovery_attempts: int = 0
     recovered_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)

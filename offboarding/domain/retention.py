@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from offboarding import audit
-from offboarding.models import (
+from offboarding.domain import audit
+from offboarding.domain.models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
     ApprovalRequest,

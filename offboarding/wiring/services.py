@@ -10,12 +10,12 @@ from sqlalchemy.engine import Engine
 
 from approvals.rules import FourEyesPolicy
 from approvals.tokens import DecisionSigner, LinkSigner
-from connectors.base import Connector, PeopleDirectory
+from connectors.base import Connector, GrantKind, PeopleDirectory
 from connectors.registry import build_connector, build_people_directory
-from offboarding.db import create_schema, make_engine
-from offboarding.mail import Mailer, OutboxMailer, SmtpMailer
-from offboarding.rendering import template_env
-from offboarding.settings import Settings
+from offboarding.notification.mail import Mailer, OutboxMailer, SmtpMailer
+from offboarding.notification.rendering import template_env
+from offboarding.wiring.db import create_schema, make_engine
+from offboarding.wiring.settings import Settings
 
 
 @dataclass
@@ -29,6 +29,10 @@ class Services:
     links: LinkSigner
     decisions: DecisionSigner
     policy: FourEyesPolicy = field(default_factory=FourEyesPolicy)
+
+    @property
+    def urgent_containment(self) -> frozenset[GrantKind]:
+        return frozenset(self.settings.urgent_containment)
 
     @property
     def uses_outbox(self) -> bool:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from connectors.base import AccessGrant, GrantKind, Leaver, Outcome
-from offboarding.audit import canonical_json
+from offboarding.domain.audit import canonical_json
 
 
 class Phase(StrEnum):

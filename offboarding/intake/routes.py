@@ -25,17 +25,17 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from offboarding import audit
-from offboarding.cases import find_by_event, find_open_case, new_case, start_time
-from offboarding.hris import (
+from offboarding.domain import audit
+from offboarding.domain.cases import find_by_event, find_open_case, start_time
+from offboarding.domain.models import Case, CaseStatus, as_utc
+from offboarding.intake.hris import (
     SIGNATURE_HEADER,
     IntakeAccepted,
     SignatureError,
     TerminationEvent,
     verify_signature,
 )
-from offboarding.models import Case
-from offboarding.services import Services
+from offboarding.wiring.services import Services
 
 log = structlog.get_logger(__name__)
 MAX_EVENT_BYTES = 64 * 1024
@@ -96,6 +96,21 @@ def _event_id_of(body: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value[:200] if isinstance(value, str) else None
+
+
+def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:
+    return Case(
+        event_id=event.id,
+        employee_id=event.employee.id,
+        employee_email=event.employee.email,
+        display_name=event.employee.display_name,
+        manager_id=event.employee.manager_id,
+        requested_by=event.requested_by,
+        last_working_day=event.last_working_day,
+        urgent=event.urgent,
+        occurred_at=as_utc(event.occurred_at),
+        status=CaseStatus.SCHEDULED if scheduled else CaseStatus.RECEIVED,
+    )
 
 
 def store_case(services: Services, event: TerminationEvent) -> Stored:

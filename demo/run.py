@@ -9,19 +9,20 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import typer
 
-from offboarding.cases import get_case
-from offboarding.cli import _announce, _wait_forever, send_event, termination_event
-from offboarding.db import make_engine
-from offboarding.localdir import LocalDirectory
-from offboarding.localdir_seed import DemoOrg, seed_demo_org
-from offboarding.logging import configure_logging
-from offboarding.service import run_service
-from offboarding.settings import PeopleSettings, Settings
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.domain.cases import get_case
+from offboarding.intake.client import send_event, termination_event
+from offboarding.wiring.db import make_engine
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.service import RunningService, run_service
+from offboarding.wiring.settings import PeopleSettings, Settings
 
 LINK = re.compile(r"https?://\S+/approvals/[A-Za-z0-9._\-]+")
 
@@ -78,7 +79,12 @@ def wait_until_suspended(api_url: str, settings: Settings, case_id: str, *, time
     return False
 
 
-def run_demo(settings: Settings) -> None:
+def run_demo(
+    settings: Settings,
+    *,
+    announce: Callable[[RunningService], None],
+    wait: Callable[[], None],
+) -> None:
     """Everything under `settings.home` is the demo's own and starts fresh."""
     configure_logging()
     shutil.rmtree(settings.home, ignore_errors=True)
@@ -102,7 +108,7 @@ def run_demo(settings: Settings) -> None:
             }
         )
         with run_service(settings) as running:
-            _announce(running)
+            announce(running)
             typer.echo(f"  Demo directory: {directory.url} ({len(org.employee_ids)} employees)")
             started = time.time() - 1
             response = send_leaver_event(running.web_url, settings, org)
@@ -127,4 +133,4 @@ def run_demo(settings: Settings) -> None:
                 typer.secho(
                     "No approval email yet; see the run in the Prefect UI.", fg=typer.colors.YELLOW
                 )
-            _wait_forever()
+            wait()

@@ -22,7 +22,7 @@ from typing import Protocol
 import structlog
 from pydantic import SecretStr
 
-from offboarding.text import safe_display
+from offboarding.domain.text import safe_display
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from offboarding.localdir import LocalDirectory
+    from demo.directory import LocalDirectory
 
 # employee id, uid, given name, surname, department, preferred language
 EMPLOYEES: tuple[tuple[str, str, str, str, str, str], ...] = (

@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from offboarding import models  # noqa: F401 - registers the tables
+from offboarding.domain import models  # noqa: F401 - registers the tables
 
 # Transactions are short: a writer waits this long for a lock (SQLite) or a connection.
 LOCK_WAIT_SECONDS = 10

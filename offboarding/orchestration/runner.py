@@ -15,8 +15,8 @@ from prefect.runner import Runner
 
 from flows.apply_retention import apply_retention
 from flows.offboard_leaver import offboard_leaver
-from offboarding.logging import configure_logging
-from offboarding.settings import get_settings
+from offboarding.wiring.logging import configure_logging
+from offboarding.wiring.settings import get_settings
 
 
 class _Runner(Runner):

@@ -2,7 +2,7 @@
 
 Before anything starts, the ports must be free and the data dir not in use by another
 service; the Prefect server that answers must be the one started here; the runner is
-supervised (offboarding.supervisor).
+supervised (offboarding.orchestration.supervisor).
 
 Used by `offboarding up` / `offboarding demo` and by the end-to-end tests, so
 the tests exercise exactly what a user runs.
@@ -28,17 +28,17 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from offboarding.processes import (
+from offboarding.wiring.processes import (
     die_with_parent,
     exclusive_lock,
     lock_holder,
     port_problem,
     stop_process_group,
 )
-from offboarding.settings import Settings
+from offboarding.wiring.settings import Settings
 
 if TYPE_CHECKING:
-    from offboarding.supervisor import RunnerSupervisor
+    from offboarding.orchestration.supervisor import RunnerSupervisor
 
 log = structlog.get_logger(__name__)
 EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
@@ -227,7 +227,7 @@ def run_service(
     import uvicorn
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from offboarding.supervisor import RunnerSupervisor
+    from offboarding.orchestration.supervisor import RunnerSupervisor
 
     settings.home.mkdir(parents=True, exist_ok=True)
     api_port = api_port or settings.prefect_port
@@ -277,7 +277,9 @@ def run_service(
         runner_log = stack.enter_context(open(logs_dir / "runner.log", "ab")) if quiet else None
         running.supervisor = RunnerSupervisor(
             spawn=lambda extra: _spawn(
-                [sys.executable, "-m", "offboarding.runner"], {**child_env, **extra}, runner_log
+                [sys.executable, "-m", "offboarding.orchestration.runner"],
+                {**child_env, **extra},
+                runner_log,
             ),
             api_url=running.api_url,
             deployments=[settings.deployment, settings.retention_deployment],
@@ -285,8 +287,8 @@ def run_service(
         )
         running.supervisor.start()
 
-        from offboarding.services import build_services
-        from offboarding.web import create_app
+        from offboarding.wiring.services import build_services
+        from offboarding.wiring.web import create_app
 
         app = create_app(build_services(settings))
         config = uvicorn.Config(

@@ -1,0 +1,1 @@
+"""The Prefect side: start, resume and recover case runs; serve and supervise the flows."""

@@ -1,0 +1,1 @@
+"""Putting it together: settings, database, logging, the web app, the running service."""
