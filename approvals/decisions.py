@@ -6,6 +6,8 @@ made-up input fails these checks and the run waits again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlmodel import Session
 
 from approvals.ports import ApprovalPorts
@@ -53,22 +55,53 @@ def _rules_broken(
     return refusals(claim, managers=managers, current_plan_hash=record.plan_hash)
 
 
-def valid_verdict(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Verdict:
-    """The verdict from recorded decisions that still pass every rule right now."""
+@dataclass(frozen=True)
+class Settlement:
+    """Where a plan stands: the verdict of the recorded decisions that pass every rule now,
+    the decision that settled it (if any), and the recorded ones the rules refuse."""
+
+    verdict: Verdict
+    deciding: ApprovalDecision | None = None
+    refused: tuple[tuple[ApprovalDecision, tuple[Refusal, ...]], ...] = ()
+
+
+def settle(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Settlement:
+    """THE decision function: the approval page, the flow, the dispatcher and the CLI all
+    ask this, so they cannot disagree. Pure: it records nothing (see `audit_refused`)."""
     managers = _manager_ids(services)
-    valid: list[tuple[str, str]] = []
+    valid: list[ApprovalDecision] = []
+    refused: list[tuple[ApprovalDecision, tuple[Refusal, ...]]] = []
     for stored in decisions_on(services.engine, case.id, record.plan_hash):
         broken = _rules_broken(stored, case, record, managers)
         if broken:
-            audit.record(
-                services.engine,
-                action="decision.refused",
-                actor="service",
-                outcome="refused",
-                case_id=case.id,
-                details={"decision_id": stored.id, "refusals": [r.value for r in broken]},
-                once_key=f"stored-decision:{stored.id}",
-            )
-            continue
-        valid.append((stored.approver_id, stored.decision.value))
-    return verdict(services.policy, valid)
+            refused.append((stored, tuple(broken)))
+        else:
+            valid.append(stored)
+    ordered = sorted(valid, key=lambda d: d.decided_at)
+    outcome = verdict(services.policy, [(d.approver_id, d.decision.value) for d in ordered])
+    deciding = None
+    if outcome != Verdict.PENDING:
+        wanted = "reject" if outcome == Verdict.REJECTED else "approve"
+        deciding = next(d for d in reversed(ordered) if d.decision.value == wanted)
+    return Settlement(outcome, deciding, tuple(refused))
+
+
+def audit_refused(services: ApprovalPorts, case: Case, settlement: Settlement) -> None:
+    """Record (once each) the stored decisions the rules no longer accept."""
+    for stored, broken in settlement.refused:
+        audit.record(
+            services.engine,
+            action="decision.refused",
+            actor="service",
+            outcome="refused",
+            case_id=case.id,
+            details={"decision_id": stored.id, "refusals": [r.value for r in broken]},
+            once_key=f"stored-decision:{stored.id}",
+        )
+
+
+def valid_verdict(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Verdict:
+    """The flow's view: `settle`, with refused stored decisions recorded in the audit log."""
+    settlement = settle(services, case, record)
+    audit_refused(services, case, settlement)
+    return settlement.verdict

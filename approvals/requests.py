@@ -7,17 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from approvals.ports import ApprovalPorts
-from approvals.rules import FourEyesPolicy, Verdict, eligible_approvers, verdict
+from approvals.rules import eligible_approvers
 from approvals.tokens import LinkClaims
 from connectors.base import Person
 from offboarding.domain import audit
 from offboarding.domain.cases import latest_plan, leaver_view
 from offboarding.domain.models import (
-    ApprovalDecision,
     ApprovalRequest,
     Case,
     CaseStatus,
@@ -189,14 +187,3 @@ def decision_context(services: ApprovalPorts, case: Case, plan: RevocationPlan) 
         "plan": plan.rows(),
         "plan_hash": plan.plan_hash,
     }
-
-
-def decided(engine: Engine, case_id: str, plan_hash: str, policy: FourEyesPolicy) -> Verdict:
-    """The verdict of the decisions recorded so far on one plan."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(ApprovalDecision).where(
-                ApprovalDecision.case_id == case_id, ApprovalDecision.plan_hash == plan_hash
-            )
-        ).all()
-    return verdict(policy, [(row.approver_id, row.decision.value) for row in rows])

@@ -17,8 +17,9 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from approvals.decisions import settle
 from approvals.ports import ApprovalPorts, RunResumer
-from approvals.requests import decided, decision_context
+from approvals.requests import decision_context
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
 from offboarding.domain import audit
@@ -129,7 +130,7 @@ def approvals_router(
         current = latest_plan(engine, case.id)
         if current is None or current.plan_hash != claims.plan_hash:
             raise PageError("plan_changed", 409, language=lang)
-        if decided(engine, case.id, claims.plan_hash, services.policy) != Verdict.PENDING:
+        if settle(services, case, current).verdict != Verdict.PENDING:
             raise PageError("already_decided", 409, language=lang)
         return Opened(claims, req, case, RevocationPlan.from_canonical(current.canonical))
 
@@ -270,14 +271,15 @@ def approvals_router(
                 },
             )
             raise PageError("not_allowed", 403, "; ".join(texts))
-        with Session(engine, expire_on_commit=False) as session:
+
+        def claim(session: Session) -> ApprovalDecision:
+            """Use the link once, store the decision and its audit event: all or nothing."""
             claimed = session.execute(
                 update(ApprovalRequest)
                 .where(col(ApprovalRequest.id) == req.id, col(ApprovalRequest.used_at).is_(None))
                 .values(used_at=utcnow())
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()
                 raise PageError("already_used", 409)
             already = session.exec(
                 select(ApprovalDecision).where(
@@ -287,9 +289,8 @@ def approvals_router(
                 )
             ).first()
             if already is not None:
-                session.rollback()
                 raise PageError("already_used", 409)
-            record = ApprovalDecision(
+            stored = ApprovalDecision(
                 case_id=case.id,
                 request_id=req.id,
                 plan_hash=req.plan_hash,
@@ -297,16 +298,18 @@ def approvals_router(
                 decision=decision,
                 reason=reason,
             )
-            session.add(record)
-            session.commit()
-        audit.record(
-            engine,
-            action="decision.recorded",
-            actor=actor,
-            outcome=decision.value,
-            case_id=case.id,
-            details={"decision_id": record.id, "plan_hash": req.plan_hash, "reason": reason},
-        )
+            session.add(stored)
+            audit.append(
+                session,
+                action="decision.recorded",
+                actor=actor,
+                outcome=decision.value,
+                case_id=case.id,
+                details={"decision_id": stored.id, "plan_hash": req.plan_hash, "reason": reason},
+            )
+            return stored
+
+        record = audit.in_transaction(engine, claim)
         return services.decisions.sign(
             SignedDecision(
                 decision_id=record.id,

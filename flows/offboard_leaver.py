@@ -21,13 +21,20 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, ValidationError
 
-from approvals.decisions import check_run_input, valid_verdict
+from approvals.decisions import check_run_input, settle, valid_verdict
 from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
 from connectors.base import AccessGrant, Outcome, OutcomeStatus, TransientError
 from offboarding.domain import audit
-from offboarding.domain.cases import get_case, latest_plan, leaver_of, set_plan_status, set_status
+from offboarding.domain.cases import (
+    Recorded,
+    get_case,
+    latest_plan,
+    leaver_of,
+    set_plan_status,
+    set_status,
+)
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
     Case,
@@ -224,9 +231,20 @@ def offboard_leaver(request: OffboardRequest) -> str:
             with_retries(services, ask_for_approval)(services, case, record)
             verdict = await_verdict(services, case, record)
             if verdict == Verdict.REJECTED:
-                set_plan_status(services.engine, record.id, PlanStatus.REJECTED)
+                deciding = settle(services, case, record).deciding
                 set_status(
-                    services.engine, case.id, CaseStatus.REJECTED, "rejected by second manager"
+                    services.engine,
+                    case.id,
+                    CaseStatus.REJECTED,
+                    "rejected by second manager",
+                    plan=(record.id, PlanStatus.REJECTED),
+                    event=Recorded(
+                        "case.rejected",
+                        actor=f"employee:{deciding.approver_id}" if deciding else "service",
+                        outcome="rejected",
+                        details={"reason": deciding.reason if deciding else ""},
+                        once_key=f"case.rejected:{case.id}",
+                    ),
                 )
                 notify.rejected(services, case, record)
                 return CaseStatus.REJECTED.value
@@ -265,7 +283,17 @@ class NeedsAttention(Exception):
 def stop_for_attention(
     services: Services, case: Case, problem: str, *, done: list[str], not_done: list[str]
 ) -> NoReturn:
-    set_status(services.engine, case.id, CaseStatus.NEEDS_ATTENTION, problem)
+    set_status(
+        services.engine,
+        case.id,
+        CaseStatus.NEEDS_ATTENTION,
+        problem,
+        event=Recorded(
+            "case.needs_attention",
+            outcome="needs_attention",
+            details={"problem": problem, "done": done, "not_done": not_done},
+        ),
+    )
     notify.needs_attention(services, case, problem, done=done, not_done=not_done)
     raise NeedsAttention(f"case {case.id} needs attention: {problem}")
 
@@ -331,8 +359,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
             done=[o.grant.label for o in outcomes],
             not_done=[*failures, *(g.label for g in report.remaining)],
         )
-    set_status(services.engine, case.id, CaseStatus.COMPLETED)
-    audit.record(services.engine, action="case.completed", actor="service", case_id=case.id)
+    set_status(services.engine, case.id, CaseStatus.COMPLETED, event=Recorded("case.completed"))
     notify.completed(services, case, record, outcomes, report)
     return CaseStatus.COMPLETED.value
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import Leaver
+from offboarding.domain import audit
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
@@ -78,8 +81,30 @@ def get_case(engine: Engine, case_id: str) -> Case | None:
         return session.get(Case, case_id)
 
 
-def set_status(engine: Engine, case_id: str, status: CaseStatus, detail: str = "") -> None:
-    with Session(engine) as session:
+@dataclass(frozen=True)
+class Recorded:
+    """An audit event that is written together with the change it records."""
+
+    action: str
+    actor: str = "service"
+    outcome: str = "ok"
+    details: dict[str, Any] | None = None
+    once_key: str | None = None
+
+
+def set_status(
+    engine: Engine,
+    case_id: str,
+    status: CaseStatus,
+    detail: str = "",
+    *,
+    event: Recorded | None = None,
+    plan: tuple[str, PlanStatus] | None = None,
+) -> None:
+    """Move the case (and optionally its plan) to a new status; the audit event that
+    records it is committed in the same transaction, or neither is."""
+
+    def change(session: Session) -> None:
         case = session.get(Case, case_id)
         if case is None:
             raise LookupError(f"no case {case_id}")
@@ -87,7 +112,24 @@ def set_status(engine: Engine, case_id: str, status: CaseStatus, detail: str = "
         case.status_detail = detail
         case.updated_at = utcnow()
         session.add(case)
-        session.commit()
+        if plan is not None:
+            record = session.get(RevocationPlanRecord, plan[0])
+            if record is None:
+                raise LookupError(f"no plan {plan[0]}")
+            record.status = plan[1]
+            session.add(record)
+        if event is not None:
+            audit.append(
+                session,
+                action=event.action,
+                actor=event.actor,
+                outcome=event.outcome,
+                case_id=case_id,
+                details=event.details,
+                once_key=event.once_key,
+            )
+
+    audit.in_transaction(engine, change)
 
 
 def latest_plan(engine: Engine, case_id: str) -> RevocationPlanRecord | None:

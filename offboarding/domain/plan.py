@@ -11,18 +11,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from connectors.base import AccessGrant, GrantKind, Leaver, Outcome
+from connectors.base import AccessGrant, Leaver, Outcome
 from offboarding.domain.audit import canonical_json
+from offboarding.domain.policy import Policy
 
 
 class Phase(StrEnum):
     CONTAINMENT = "containment"
     REVOCATION = "revocation"
-
-
-# Within a system: memberships first, then the credential, then the sign-in itself,
-# so that a half-finished run never leaves a locked account with live group rights unnoticed.
-_KIND_ORDER = {GrantKind.MEMBERSHIP: 0, GrantKind.CREDENTIAL: 1, GrantKind.ACCOUNT: 2}
 
 
 class PlanStep(BaseModel):
@@ -94,16 +90,22 @@ def build_plan(
     case_id: str,
     leaver: Leaver,
     grants: list[AccessGrant],
-    containment: frozenset[GrantKind] = frozenset(),
+    policy: Policy | None = None,
+    urgent: bool = False,
 ) -> RevocationPlan:
-    """Order grants deterministically so the same access always gives the same hash."""
+    """Order grants deterministically (per system, by the policy's effect order) so the
+    same access always gives the same hash; an urgent leaver's containment effects are
+    put in the containment phase."""
+    rules = policy or Policy()
     ordered = sorted(
-        set(grants), key=lambda g: (g.connector, _KIND_ORDER[g.kind], g.target, g.account)
+        set(grants), key=lambda g: (g.connector, rules.rank(g.effect), g.target, g.account)
     )
     steps = tuple(
         PlanStep(
             grant=g,
-            phase=Phase.CONTAINMENT if g.kind in containment else Phase.REVOCATION,
+            phase=Phase.CONTAINMENT
+            if rules.contains_at_once(g.effect, urgent=urgent)
+            else Phase.REVOCATION,
         )
         for g in ordered
     )

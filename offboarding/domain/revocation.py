@@ -14,7 +14,6 @@ from connectors.base import (
     AccessGrant,
     AlreadyDone,
     Connector,
-    GrantKind,
     Leaver,
     Outcome,
     OutcomeStatus,
@@ -30,6 +29,7 @@ from offboarding.domain.models import (
     utcnow,
 )
 from offboarding.domain.plan import RevocationPlan, build_plan
+from offboarding.domain.policy import Policy
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +44,8 @@ class RevocationPorts(Protocol):
     def connectors(self) -> Mapping[str, Connector]: ...
 
     @property
-    def urgent_containment(self) -> frozenset[GrantKind]:
-        """Grant kinds revoked before the decision on an urgent leaver (policy)."""
+    def rules(self) -> Policy:
+        """The organisation's policy: containment, order, disable or delete."""
         ...
 
 
@@ -62,15 +62,18 @@ def inventory_all(services: RevocationPorts, leaver: Leaver) -> list[AccessGrant
 def store_plan(
     services: RevocationPorts, case: Case, leaver: Leaver, grants: list[AccessGrant]
 ) -> RevocationPlanRecord:
-    """Store the plan as the case's next version (older pending ones are superseded)."""
-    with Session(services.engine, expire_on_commit=False) as session:
+    """Store the plan as the case's next version (older pending ones are superseded),
+    with its audit event, in one transaction."""
+    plan = build_plan(
+        case_id=case.id, leaver=leaver, grants=grants, policy=services.rules, urgent=case.urgent
+    )
+
+    def store(session: Session) -> RevocationPlanRecord:
         previous = session.exec(
             select(RevocationPlanRecord)
             .where(RevocationPlanRecord.case_id == case.id)
             .order_by(col(RevocationPlanRecord.version).desc())
         ).all()
-        containment = services.urgent_containment if case.urgent else frozenset()
-        plan = build_plan(case_id=case.id, leaver=leaver, grants=grants, containment=containment)
         for old in previous:
             if old.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
                 old.status = PlanStatus.SUPERSEDED
@@ -82,19 +85,20 @@ def store_plan(
             canonical=plan.canonical(),
         )
         session.add(record)
-        session.commit()
-    audit.record(
-        services.engine,
-        action="plan.created",
-        actor="service",
-        case_id=case.id,
-        details={
-            "version": record.version,
-            "plan_hash": record.plan_hash,
-            "steps": [step.grant.key for step in plan.steps],
-        },
-    )
-    return record
+        audit.append(
+            session,
+            action="plan.created",
+            actor="service",
+            case_id=case.id,
+            details={
+                "version": record.version,
+                "plan_hash": record.plan_hash,
+                "steps": [step.grant.key for step in plan.steps],
+            },
+        )
+        return record
+
+    return audit.in_transaction(services.engine, store)
 
 
 def record_step(
@@ -106,7 +110,9 @@ def record_step(
     status: StepStatus,
     detail: str,
 ) -> None:
-    with Session(services.engine) as session:
+    """What happened to one grant, and its audit event, in one transaction."""
+
+    def store(session: Session) -> None:
         step = session.exec(
             select(RevocationStep).where(
                 RevocationStep.plan_id == plan_id, RevocationStep.grant_key == grant.key
@@ -118,15 +124,16 @@ def record_step(
         step.detail = detail
         step.attempted_at = utcnow()
         session.add(step)
-        session.commit()
-    audit.record(
-        services.engine,
-        action="revocation.step",
-        actor=f"connector:{grant.connector}",
-        outcome=status.value,
-        case_id=case_id,
-        details={"grant": grant.key, "detail": detail},
-    )
+        audit.append(
+            session,
+            action="revocation.step",
+            actor=f"connector:{grant.connector}",
+            outcome=status.value,
+            case_id=case_id,
+            details={"grant": grant.key, "detail": detail},
+        )
+
+    audit.in_transaction(services.engine, store)
 
 
 _STEP_STATUS = {

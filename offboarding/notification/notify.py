@@ -103,15 +103,6 @@ def rejected(services: NotifyPorts, case: Case, record: RevocationPlanRecord) ->
     ]
     decision = decisions[-1] if decisions else None
     approver = _person(services, decision.approver_id) if decision else None
-    audit.record(
-        services.engine,
-        action="case.rejected",
-        actor=f"employee:{decision.approver_id}" if decision else "service",
-        outcome="rejected",
-        case_id=case.id,
-        details={"reason": decision.reason if decision else ""},
-        once_key=f"case.rejected:{case.id}",
-    )
     _send(
         services,
         case,
@@ -130,14 +121,8 @@ def rejected(services: NotifyPorts, case: Case, record: RevocationPlanRecord) ->
 def needs_attention(
     services: NotifyPorts, case: Case, problem: str, *, done: list[str], not_done: list[str]
 ) -> None:
-    audit.record(
-        services.engine,
-        action="case.needs_attention",
-        actor="service",
-        outcome="needs_attention",
-        case_id=case.id,
-        details={"problem": problem, "done": done, "not_done": not_done},
-    )
+    """Mail the requester what stopped and what is left (the status change and its audit
+    event are recorded by the caller, together)."""
     _send(
         services,
         case,

@@ -29,14 +29,12 @@ import structlog
 from prefect.client.schemas.objects import FlowRun, StateType
 from sqlmodel import Session, col, select
 
-from approvals.requests import decided
-from approvals.rules import Verdict
+from approvals.decisions import settle
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
 from offboarding.domain.cases import latest_plan, run_name, start_time
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
-    ApprovalDecision,
     Case,
     CaseStatus,
     PlanStatus,
@@ -269,21 +267,12 @@ def open_cases_with_run(services: Services) -> list[Case]:
 
 
 def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
-    """The signed decision to hand the run, when the recorded decisions settle its plan."""
+    """The signed decision to hand the run, when the recorded decisions settle its plan
+    (the same decision function the page and the flow use)."""
     record = latest_plan(services.engine, case.id)
     if record is None or record.status != PlanStatus.PENDING:
         return None
-    if decided(services.engine, case.id, record.plan_hash, services.policy) == Verdict.PENDING:
-        return None
-    with Session(services.engine) as session:
-        stored = session.exec(
-            select(ApprovalDecision)
-            .where(
-                ApprovalDecision.case_id == case.id,
-                ApprovalDecision.plan_hash == record.plan_hash,
-            )
-            .order_by(col(ApprovalDecision.decided_at).desc())
-        ).first()
+    stored = settle(services, case, record).deciding
     if stored is None:
         return None
     signed = services.decisions.sign(
@@ -353,11 +342,19 @@ def give_up(services: Services, case: Case, problem: str) -> None:
         current.status_detail = problem
         current.updated_at = utcnow()
         session.add(current)
+        audit.append(
+            session,
+            action="case.needs_attention",
+            actor="dispatcher",
+            outcome="needs_attention",
+            case_id=case.id,
+            details={"problem": problem, "done": done, "not_done": not_done},
+        )
         return True
 
+    done, not_done = progress(services, case.id)
     if not audit.in_transaction(services.engine, stop):
         return
-    done, not_done = progress(services, case.id)
     notify.needs_attention(services, case, problem, done=done, not_done=not_done)
     log.warning("case needs attention", case_id=case.id, problem=problem)
 

@@ -7,14 +7,19 @@ installations can share one Prefect server without running each other's cases.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import sys
+from pathlib import Path
 from typing import Any
 
+import yaml
+from prefect.deployments.runner import RunnerDeployment
+from prefect.flows import Flow
 from prefect.runner import Runner
+from prefect.schedules import Cron
 
-from flows.apply_retention import apply_retention
-from flows.offboard_leaver import offboard_leaver
+import flows
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.settings import get_settings
 
@@ -44,30 +49,44 @@ class _Runner(Runner):
         self._loops_task_group.cancel_scope.cancel()
 
 
-def deployment_name(full_name: str) -> str:
-    """The deployment part of "flow/deployment"."""
-    return full_name.split("/", 1)[1]
+INSTANCE_PLACEHOLDER = "{{ $OFFBOARDING_INSTANCE }}"
+
+
+def deployments_file() -> Path:
+    """`prefect.yaml`, the one description of the deployments: `prefect deploy` reads it for
+    work pools, and the embedded runner serves the same deployments from it."""
+    return Path(flows.__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def served_deployments(instance: str, path: Path | None = None) -> list[RunnerDeployment]:
+    """The deployments in prefect.yaml, named for this installation, ready to serve."""
+    spec = yaml.safe_load((path or deployments_file()).read_text())
+    built: list[RunnerDeployment] = []
+    for entry in spec["deployments"]:
+        file, function = entry["entrypoint"].split(":", 1)
+        # imported as the package module it is (not loaded again from its path)
+        module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+        flow: Flow[..., Any] = getattr(module, function)
+        schedules = [
+            Cron(item["cron"], timezone=item.get("timezone")) for item in entry.get("schedules", [])
+        ]
+        deployment = flow.to_deployment(
+            name=entry["name"].replace(INSTANCE_PLACEHOLDER, instance),
+            description=entry.get("description"),
+            tags=entry.get("tags", []),
+            schedules=schedules or None,
+        )
+        assert not inspect.isawaitable(deployment)  # called outside an event loop: synchronous
+        built.append(deployment)
+    return built
 
 
 def main() -> None:
     configure_logging()
     settings = get_settings()
-    deployment = offboard_leaver.to_deployment(
-        name=deployment_name(settings.deployment),
-        description="Offboard one leaver: inventory, plan, four-eyes approval, revoke, verify.",
-        tags=["offboarding"],
-    )
-    retention = apply_retention.to_deployment(
-        name=deployment_name(settings.retention_deployment),
-        description="Erase personal data of closed cases older than the retention period.",
-        cron="30 3 * * *",
-        tags=["offboarding", "retention"],
-    )
-    # called outside an event loop, so these are synchronous
-    assert not inspect.isawaitable(deployment) and not inspect.isawaitable(retention)
     runner = _Runner(pause_on_shutdown=True)  # what prefect.serve() does, with our SIGTERM
-    runner.add_deployment(deployment)
-    runner.add_deployment(retention)
+    for deployment in served_deployments(settings.instance):
+        runner.add_deployment(deployment)
     asyncio.run(runner.start())
 
 

@@ -67,8 +67,10 @@ def _reveal(value: Any) -> Any:
         return value.get_secret_value()
     if isinstance(value, dict):
         return {k: _reveal(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_reveal(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(_reveal(v) for v in value)
     return value
 
 

@@ -10,8 +10,9 @@ from sqlalchemy.engine import Engine
 
 from approvals.rules import FourEyesPolicy
 from approvals.tokens import DecisionSigner, LinkSigner
-from connectors.base import Connector, GrantKind, PeopleDirectory
+from connectors.base import Connector, PeopleDirectory
 from connectors.registry import build_connector, build_people_directory
+from offboarding.domain.policy import Policy
 from offboarding.notification.mail import Mailer, OutboxMailer, SmtpMailer
 from offboarding.notification.rendering import template_env
 from offboarding.wiring.db import create_schema, make_engine
@@ -31,8 +32,9 @@ class Services:
     policy: FourEyesPolicy = field(default_factory=FourEyesPolicy)
 
     @property
-    def urgent_containment(self) -> frozenset[GrantKind]:
-        return frozenset(self.settings.urgent_containment)
+    def rules(self) -> Policy:
+        """The organisation's policy (containment, approvals, order, disable or delete)."""
+        return self.settings.policy
 
     @property
     def uses_outbox(self) -> bool:
@@ -78,4 +80,5 @@ def build_services(
         templates=template_env(),
         links=LinkSigner(key, ttl=timedelta(hours=settings.approval_ttl_hours)),
         decisions=DecisionSigner(key),
+        policy=FourEyesPolicy(required_approvals=settings.policy.required_approvals),
     )

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from connectors.base import GrantKind
+from offboarding.domain.policy import Policy
 
 DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
@@ -94,10 +94,9 @@ class Settings(BaseSettings):
     # so installations sharing one server never run each other's cases. Default: a short hash
     # of the resolved data dir.
     instance: str = ""
-    # Instant dismissal ("ontslag op staande voet"): grant kinds revoked at once, before the
-    # second manager decides (e.g. ["account"] locks sign-in immediately). Empty: nothing is
-    # revoked before approval.
-    urgent_containment: list[GrantKind] = Field(default_factory=list)
+    # The organisation's choices the work instruction leaves open (`[policy]`): containment
+    # on instant dismissal, approvals needed, step order, disable or delete per system.
+    policy: Policy = Policy()
     retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
     # Database work the web app does at once (worker threads; also the PostgreSQL pool size).
     db_concurrency: int = Field(default=16, ge=1, le=200)
@@ -164,6 +163,19 @@ class Settings(BaseSettings):
         if not self.instance:
             self.instance = default_instance(self.home)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level_containment(cls, data: Any) -> Any:
+        """`urgent_containment` at the top level (older configurations) moves into the policy."""
+        if isinstance(data, dict) and "urgent_containment" in data:
+            data = dict(data)
+            moved = data.pop("urgent_containment")
+            policy = data.get("policy") or {}
+            if isinstance(policy, Policy):
+                policy = policy.model_dump()
+            data["policy"] = {**policy, "urgent_containment": moved}
+        return data
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -5,46 +5,14 @@ from __future__ import annotations
 import email
 import email.policy
 import secrets
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from approvals_support import open_case, services_for
 
 from approvals.requests import NoEligibleApprover, request_approvals
 from demo.directory import LocalDirectory
 from demo.organisation import seed_demo_org
-from offboarding.domain.cases import leaver_of
-from offboarding.domain.models import Case
-from offboarding.domain.revocation import inventory_all, store_plan
-from offboarding.wiring.services import build_services
-from offboarding.wiring.settings import Settings
-
-
-def services_for(tmp_path: Path, directory: LocalDirectory, **connector: object):  # type: ignore[no-untyped-def]
-    settings = Settings(
-        home=tmp_path / "home",
-        connectors=[directory.connector_config(**connector)],
-    )
-    return build_services(settings)
-
-
-def open_case(services, employee_id: str, email_address: str) -> tuple[Case, object]:  # type: ignore[no-untyped-def]
-    case = Case(
-        event_id=f"evt-{secrets.token_hex(4)}",
-        employee_id=employee_id,
-        employee_email=email_address,
-        display_name="Jan de Vries",
-        requested_by="E0007",
-        last_working_day=date.today(),
-        occurred_at=datetime.now(UTC),
-    )
-    from sqlmodel import Session
-
-    with Session(services.engine, expire_on_commit=False) as session:
-        session.add(case)
-        session.commit()
-    record = store_plan(services, case, leaver_of(case), inventory_all(services, leaver_of(case)))
-    return case, record
 
 
 @pytest.fixture

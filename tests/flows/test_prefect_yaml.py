@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +56,22 @@ def test_prefect_deploy_all_creates_the_deployment_on_a_process_pool(stack) -> N
     ).json()
     assert retention["work_pool_name"] == "offboarding"
     assert retention["schedules"][0]["schedule"]["cron"] == "30 3 * * *"
+
+
+def test_the_embedded_runner_serves_exactly_the_deployments_of_prefect_yaml() -> None:
+    """One source: `offboarding up` serves what `prefect deploy` would create."""
+    from offboarding.orchestration.runner import deployments_file, served_deployments
+    from offboarding.wiring.settings import Settings
+
+    settings = Settings(instance="unit-test", connectors=[])
+    served = {f"{d.flow_name}/{d.name}": d for d in served_deployments(settings.instance)}
+    assert set(served) == {settings.deployment, settings.retention_deployment}
+    spec = yaml.safe_load(deployments_file().read_text())
+    for entry in spec["deployments"]:
+        name = entry["name"].replace("{{ $OFFBOARDING_INSTANCE }}", settings.instance)
+        (deployment,) = [d for d in served.values() if d.name == name]
+        assert deployment.entrypoint == entry["entrypoint"]
+        assert deployment.description == entry["description"]
+        assert deployment.tags == entry["tags"]
+        crons = [s.schedule.cron for s in deployment.schedules or []]  # type: ignore[union-attr]
+        assert crons == [s["cron"] for s in entry.get("schedules", [])]

@@ -1,0 +1,71 @@
+"""The one policy: data, loaded from configuration (`[policy]` in config.toml).
+
+It answers what the work instruction leaves to the organisation: which effects are
+contained at once when someone is dismissed on the spot, how many second managers must
+approve, the order in which a system's access is taken away, and whether an account is
+disabled or deleted per system. The plan builder, the approval pages, the flow and the
+CLI all read it from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from connectors.base import Effect
+
+
+class OnLeave(StrEnum):
+    DISABLE = "disable"  # keep the account, switched off (the default: evidence stays)
+    DELETE = "delete"  # remove the account where the system supports it
+
+
+# Within a system: what the person can reach goes first, sign-in after, live sessions last
+# (ended once no new sign-in is possible), so that a half-finished run never leaves a locked
+# account with live group rights unnoticed.
+DEFAULT_ORDER = (
+    Effect.MEMBERSHIP,
+    Effect.DATA,
+    Effect.CREDENTIAL,
+    Effect.SIGN_IN,
+    Effect.SESSION,
+)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Instant dismissal ("ontslag op staande voet"): effects revoked at once, before the
+    # second manager decides (e.g. ["sign_in", "session"]). Empty: nothing before approval.
+    urgent_containment: frozenset[Effect] = frozenset()
+    # How many distinct eligible second managers must approve; one rejection rejects.
+    required_approvals: int = Field(default=1, ge=1, le=10)
+    # The order of a system's steps by effect; effects not listed go last, in this order.
+    effect_order: tuple[Effect, ...] = DEFAULT_ORDER
+    # Per connector name: disable (default) or delete the account.
+    on_leave: dict[str, OnLeave] = Field(default_factory=dict)
+
+    @field_validator("urgent_containment", mode="before")
+    @classmethod
+    def _kinds_to_effects(cls, value: object) -> object:
+        """Older configurations named grant kinds; "account" is the sign-in effect."""
+        if isinstance(value, list | tuple | set | frozenset):
+            return [Effect.SIGN_IN if item == "account" else item for item in value]
+        return value
+
+    @field_validator("effect_order")
+    @classmethod
+    def _complete_order(cls, value: tuple[Effect, ...]) -> tuple[Effect, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("effect_order names an effect twice")
+        return (*value, *(e for e in DEFAULT_ORDER if e not in value))
+
+    def rank(self, effect: Effect) -> int:
+        return self.effect_order.index(effect)
+
+    def contains_at_once(self, effect: Effect, *, urgent: bool) -> bool:
+        return urgent and effect in self.urgent_containment
+
+    def on_leave_for(self, connector: str) -> OnLeave:
+        return self.on_leave.get(connector, OnLeave.DISABLE)
