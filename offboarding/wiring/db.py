@@ -26,6 +26,16 @@ def driver_url(url: str) -> str:
     return url
 
 
+def where(url: str) -> str:
+    """A database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as "(unparsable URL)"
+        return "(unparsable URL)"
+
+
 def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
     """An engine for SQLite (file, WAL, waits for locks) or PostgreSQL.
 

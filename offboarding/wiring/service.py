@@ -213,6 +213,26 @@ def _wait_for_prefect_server(
         )
 
 
+def migrate(settings: Settings) -> None:
+    """Bring the service database to the newest schema, or say which database failed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from offboarding.wiring.db import create_schema, make_engine, where
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        create_schema(engine)
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = (str(cause).splitlines() or [""])[0]
+        raise RuntimeError(
+            f"the service database at {where(settings.resolved_database_url)} could not be "
+            f"prepared: {type(cause).__name__}: {first_line}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def run_service(
     settings: Settings,
@@ -251,6 +271,7 @@ def run_service(
     try:
         stack.enter_context(_lock_data_dir(settings.home))
         check_ports_free(settings, api_port)
+        migrate(settings)  # once, before any flow run can start (flow runs do not migrate)
         # this process (web app: start and resume runs) talks to the same Prefect server
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: running.api_url}))
         server_log = stack.enter_context(open(logs_dir / "prefect-server.log", "ab"))
