@@ -85,7 +85,7 @@ class Mailbox:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if address in str(m["To"])]
 
-    def wait_for(self, predicate, timeout: float = 60.0) -> list[EmailMessage]:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, timeout: float = 180.0) -> list[EmailMessage]:  # type: ignore[no-untyped-def]
         with self.arrived:
             self.arrived.wait_for(lambda: bool([m for m in self.messages if predicate(m)]), timeout)
         found = [m for m in self.messages if predicate(m)]

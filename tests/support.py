@@ -59,7 +59,7 @@ def flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
 
 
 def wait_for_state(
-    api_url: str, flow_run_id: str, *types: str, timeout: float = 90
+    api_url: str, flow_run_id: str, *types: str, timeout: float = 180
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     run: dict[str, Any] = {}
@@ -109,7 +109,7 @@ def send_leaver(stack: Any, employee_id: str, uid: str, name: str) -> httpx.Resp
     )
 
 
-def run_of(stack: Any, case_id: str, timeout: float = 90) -> str:
+def run_of(stack: Any, case_id: str, timeout: float = 180) -> str:
     """The case's flow run id, once the dispatcher has created the run (the intake answers
     202 as soon as the case is stored; the run is created right after, in the background)."""
     from sqlmodel import Session

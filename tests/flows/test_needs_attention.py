@@ -103,7 +103,7 @@ def test_a_directory_outage_during_the_run_is_retried_and_the_case_completes(fra
     finally:
         os.kill(slapd, signal.SIGCONT)  # the directory is back
     assert retrying, "a step should have failed transiently and been scheduled for a retry"
-    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=180)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert status_of(stack, case_id).status == CaseStatus.COMPLETED
     dn = f"uid=zkuipers,{stack.directory.users_base}"
@@ -118,7 +118,7 @@ def test_a_permanent_failure_stops_in_needs_attention_and_resumes_after_a_fix(
     only_member_group = f"cn=legacy-ftp,{stack.directory.groups_base}"
     case_id, flow_run_id, link = start_case(stack, org.leaver_id, org.leaver_uid, org.leaver_name)
     assert decide(link, "approve").status_code == 200
-    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=180)
     assert run["state"]["type"] == "FAILED"
 
     case = status_of(stack, case_id)
@@ -148,7 +148,7 @@ def test_a_permanent_failure_stops_in_needs_attention_and_resumes_after_a_fix(
         json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
     )
     assert response.status_code in (200, 201), response.text
-    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=90)
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=180)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert groups_with(admin, stack.directory.groups_base, org.leaver_dn, org.leaver_uid) == []
     admin.unbind()

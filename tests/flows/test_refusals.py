@@ -279,7 +279,7 @@ def test_a_grant_that_appears_after_approval_needs_a_new_approval(stack) -> None
     admin.unbind()
 
 
-def wait_until(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_until(predicate, what: str, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
