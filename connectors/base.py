@@ -1,45 +1,84 @@
 """The one contract every target system fits: inventory, revoke, verify, check.
 
-Every implementation passes the conformance suite in `connectors/testing.py`.
+Every implementation passes the conformance suite in `connectors/testing.py`; the README's
+"Writing a connector" section walks through it.
 
-A connector maps one leaver to the access they hold in one system, removes it
-grant by grant, and proves afterwards what is left. Connectors never read
+A connector maps one leaver to the access they hold in one system (`AccessGrant`s),
+declares what it can do to each kind of access (`Capabilities`), removes grants one plan
+step (grant + action) at a time, and proves afterwards what is left. What it says to people
+is a `Message` the service renders in the reader's language. Connectors never read
 settings, Prefect or the database: their config and client are passed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
-
-
-class GrantKind(StrEnum):
-    """What kind of access a grant is; revocation differs per kind."""
-
-    ACCOUNT = "account"  # the ability to sign in at all (lock / disable)
-    CREDENTIAL = "credential"  # a secret that proves identity (password, key, token)
-    MEMBERSHIP = "membership"  # membership of a group, team or role
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Effect(StrEnum):
     """What removing a grant takes away. The core orders and phases plan steps by effect,
     never by a connector's own kinds, so a new kind of access needs no change in the core."""
 
-    SIGN_IN = "sign_in"  # the ability to authenticate at all (lock, disable)
+    SIGN_IN = "sign_in"  # the ability to authenticate at all (lock, disable, delete)
     SESSION = "session"  # live sessions and refresh tokens
     CREDENTIAL = "credential"  # secrets that prove identity (password, key, token)
     MEMBERSHIP = "membership"  # groups, teams, roles, licences
     DATA = "data"  # what the person owns: mailboxes, files, repositories
 
 
-_EFFECT_OF_KIND = {
-    GrantKind.ACCOUNT: Effect.SIGN_IN,
-    GrantKind.CREDENTIAL: Effect.CREDENTIAL,
-    GrantKind.MEMBERSHIP: Effect.MEMBERSHIP,
-}
+# Action names the core knows; a connector may declare others ("forward", "keep", ...).
+REMOVE = "remove"  # take this grant away (a membership, a credential, a token)
+DISABLE = "disable"  # switch the account off and keep it (lock, active=false)
+DELETE = "delete"  # remove the account itself
+
+
+class Message(BaseModel):
+    """Something a connector says to people: a catalog id with parameters.
+
+    The service renders it in the reader's language from its message catalogs
+    (`templates/connectors/messages.{lang}.json`); `default` is the plain-English
+    %-format used when the catalog has no entry and in logs and the audit (`text`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # e.g. "ldap.grant.group"; "" for text that has no translation
+    params: dict[str, str] = {}
+    default: str  # e.g. "Member of %(group)s"
+
+    @classmethod
+    def of(cls, id: str, default: str, **params: str) -> Message:
+        return cls(id=id, default=default, params=params)
+
+    @classmethod
+    def plain(cls, text: str) -> Message:
+        return cls(id="", default=text)
+
+    @property
+    def text(self) -> str:
+        """The plain-English text, for logs, the audit and readers without a catalog."""
+        return format_message(self.default, self.params)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __hash__(self) -> int:
+        return hash((self.id, tuple(sorted(self.params.items())), self.default))
+
+
+def format_message(phrase: str, params: Mapping[str, str]) -> str:
+    """`phrase % params`; the phrase as it is when it has no parameters or does not fit."""
+    if not params:
+        return phrase
+    try:
+        return phrase % dict(params)
+    except (KeyError, ValueError, TypeError):
+        return phrase
 
 
 class Leaver(BaseModel):
@@ -52,49 +91,122 @@ class Leaver(BaseModel):
     display_name: str
 
 
+# Plans stored before grants carried their effect named one of these three kinds.
+_LEGACY_EFFECTS = {
+    "account": Effect.SIGN_IN,
+    "credential": Effect.CREDENTIAL,
+    "membership": Effect.MEMBERSHIP,
+}
+
+
 class AccessGrant(BaseModel):
     """One piece of access one leaver holds in one system."""
 
     model_config = ConfigDict(frozen=True)
 
     connector: str  # the configured connector's name, e.g. "directory"
-    kind: GrantKind
-    account: str  # the leaver's identifier in that system (e.g. their DN)
-    target: str  # what the access is to (a group DN; the account itself)
-    label: str  # short human description for plans and evidence
-
-    @property
-    def effect(self) -> Effect:
-        return _EFFECT_OF_KIND[self.kind]
+    kind: str  # the connector's own word: "account", "group", "mailbox", "ssh-key", ...
+    effect: Effect  # what removing it takes away; the core orders and phases by this
+    system_id: str  # the system's stable id of the object (entryUUID, SCIM id, node id)
+    account: str  # the leaver's id in that system
+    target: str  # what the access is to, for people (a group's DN or name; the account)
+    label: Message  # short description for plans and evidence
+    revoke_data: dict[str, str] = {}  # opaque: what the connector needs back to revoke
+    cascades_from: str | None = None  # key of a grant whose removal removes this one too
 
     @property
     def key(self) -> str:
-        """Stable identity of the grant, used to compare plans."""
-        return f"{self.connector}|{self.kind.value}|{self.account}|{self.target}"
+        """Stable, unique identity of the grant, used to compare plans and record steps."""
+        return f"{self.connector}|{self.kind}|{self.system_id}"
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_effects(cls, data: Any) -> Any:
+        """A grant of a plan stored by an older version (kind enum, label text) still loads."""
+        if isinstance(data, dict) and "effect" not in data and data.get("kind") in _LEGACY_EFFECTS:
+            data = {**data, "effect": _LEGACY_EFFECTS[data["kind"]]}
+            data.setdefault("system_id", f"{data.get('account')}|{data.get('target')}")
+            if isinstance(data.get("label"), str):
+                data["label"] = Message.plain(data["label"])
+        return data
+
+
+# -- what a connector can do ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KindCapability:
+    """What a connector can do to one kind of grant (baton-sdk: a resource type's capability)."""
+
+    kind: str
+    effect: Effect
+    actions: tuple[str, ...]  # the first is the default
+    description: str = ""
+    # actions on this kind that also remove the grants that cascade from it
+    cascade_actions: frozenset[str] = frozenset()
+
+    @property
+    def default_action(self) -> str:
+        return self.actions[0]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Every kind of grant a connector lists, and the actions it supports on each."""
+
+    kinds: tuple[KindCapability, ...]
+
+    def of(self, kind: str) -> KindCapability | None:
+        return next((k for k in self.kinds if k.kind == kind), None)
+
+    def action_for(self, connector: str, grant: AccessGrant, action: str | None) -> str:
+        """The action to take on `grant` (its kind's default when None); refuses one the
+        connector does not support, naming what it does support."""
+        capability = self.of(grant.kind)
+        if capability is None:
+            raise UnsupportedAction(
+                f"{connector}: grants of kind {grant.kind!r} are not something this connector "
+                f"revokes; it lists: {', '.join(k.kind for k in self.kinds)}"
+            )
+        chosen = action or capability.default_action
+        if chosen not in capability.actions:
+            raise UnsupportedAction(
+                f"{connector}: cannot {chosen!r} a grant of kind {grant.kind!r}; supported: "
+                f"{', '.join(capability.actions)}. Change the policy (on_leave) for {connector!r}"
+            )
+        return chosen
+
+
+# -- what revoking did, and what is left --------------------------------------------
 
 
 class OutcomeStatus(StrEnum):
     REVOKED = "revoked"
     ALREADY_DONE = "already_done"
     DRY_RUN = "dry_run"
+    CASCADED = "cascaded"  # removed together with the grant it cascades from; not sent
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What revoking one grant did."""
+    """What one plan step (a grant and an action) did."""
 
     grant: AccessGrant
     status: OutcomeStatus
-    detail: str = ""
+    detail: str = ""  # for operators and the audit, in English
+    action: str = ""
 
 
 @dataclass(frozen=True)
 class Check:
     """One verification that a person can read in the evidence."""
 
-    name: str
+    name: Message
     passed: bool
-    detail: str = ""
+    detail: Message | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +223,8 @@ class Verification:
 
 @dataclass(frozen=True)
 class Health:
-    """Result of `check()`: can the connector do its work, and what to fix if not."""
+    """Result of `check()`: can the connector do its work, and what to fix if not (for
+    operators, in English)."""
 
     ok: bool
     messages: list[str] = field(default_factory=list)
@@ -128,6 +241,7 @@ class Person:
 
 
 # -- the shared error set -----------------------------------------------------
+# Every vendor error is mapped into one of these, at the connector's one choke point.
 
 
 class ConnectorError(Exception):
@@ -135,7 +249,14 @@ class ConnectorError(Exception):
 
 
 class TransientError(ConnectorError):
-    """Worth retrying: network trouble, busy or unavailable peer, throttling."""
+    """Worth retrying: network trouble, busy or unavailable peer, throttling.
+
+    `retry_after` is the delay in seconds the peer asked for, when it said.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(ConnectorError):
@@ -150,6 +271,14 @@ class SubjectNotFound(PermanentError):
     """The leaver has no account in this system."""
 
 
+class UnsupportedAction(PermanentError):
+    """The plan asks for an action the connector does not support on that kind of grant."""
+
+
+class DryRunRefused(ConnectorError):
+    """A write was attempted by a connector built with dry_run=True; nothing was sent."""
+
+
 # -- the protocols ------------------------------------------------------------
 
 
@@ -159,16 +288,23 @@ class Connector(Protocol):
 
     name: str
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The kinds of grant it lists and the actions it supports on each."""
+        ...
+
     def check(self) -> Health:
-        """Can we reach the system with enough rights? Report what to fix."""
+        """Can we reach the system with enough rights? Report what to fix. Writes nothing."""
         ...
 
     def inventory(self, leaver: Leaver) -> list[AccessGrant]:
         """Every access the leaver holds here. Empty when they have no account."""
         ...
 
-    def revoke(self, grant: AccessGrant) -> Outcome:
-        """Remove one grant. Revoking again reports ALREADY_DONE, never fails."""
+    def revoke(self, grant: AccessGrant, action: str | None = None) -> Outcome:
+        """Take one plan step: `action` (the kind's default when None) on `grant`.
+        Revoking again reports ALREADY_DONE, never fails; an action the connector does not
+        support raises UnsupportedAction before anything is sent."""
         ...
 
     def verify(self, leaver: Leaver) -> Verification:

@@ -20,8 +20,6 @@ from ldap3.core import exceptions as ldap_errors
 from ldap3.core import results
 from ldap3.utils.dn import parse_dn
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
@@ -32,9 +30,11 @@ from pydantic import (
 from connectors.base import (
     AlreadyDone,
     ConnectorError,
+    DryRunRefused,
     PermanentError,
     TransientError,
 )
+from connectors.config import ConnectorConfig
 
 log = structlog.get_logger(__name__)
 
@@ -64,31 +64,56 @@ OK_CODES = frozenset(
 )
 
 
-class LdapConfig(BaseModel):
+class LdapConfig(ConnectorConfig):
     """One OpenLDAP directory: where it is, who we bind as, and where people and groups live."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str = "directory"
+    """What the service calls this directory."""
     kind: Literal["ldap"] = "ldap"
     url: str
+    """ldap://host:port or ldaps://host:port."""
     bind_dn: str
+    """The service account the connector binds as."""
     bind_password: SecretStr
+    """Its password (or bind_password_env / bind_password_file)."""
     start_tls: bool = False
-    ca_file: Path | None = None  # CA bundle for ldaps:// or StartTLS; system CAs when unset
+    """Upgrade an ldap:// connection with StartTLS."""
+    ca_file: Path | None = None
+    """CA bundle that signed the server certificate; the system's CAs when unset."""
     users_base: str
+    """Where people live, e.g. ou=people,dc=example,dc=nl."""
     groups_base: str
+    """Where groups live; memberships of groupOfNames and posixGroup are revoked."""
     match_attribute: Literal["uid", "mail", "employeeNumber"] = "employeeNumber"
+    """How the leaver is found: employeeNumber and uid match the HR id, mail the email."""
     employee_id_attribute: str = "employeeNumber"
+    """The attribute holding the HR id, for the people directory."""
     managers_group: str | None = None
+    """Group whose members are managers who can approve."""
     managers: list[str] = []
+    """HR ids of further managers who can approve."""
     lockout_policy_dn: str | None = None
-    # Put into a groupOfNames when the leaver is its last member (the schema forbids an
-    # empty one). The default, the empty DN, names no entry at all; set it to your refint
-    # overlay's olcRefintNothing value to match the rest of the directory, or to None to
-    # stop and report such groups for a person to handle.
+    """The ppolicy default policy (olcPPolicyDefault); verify proves it has pwdLockout: TRUE."""
     empty_group_placeholder: str | None = ""
+    """Put into a groupOfNames when the leaver is its last member (the schema forbids an
+    empty one). The default, the empty DN, names no entry at all; set it to your refint
+    overlay's olcRefintNothing value to match the rest of the directory, or to none to stop
+    and report such groups for a person to handle."""
     timeout_seconds: int = Field(default=10, gt=0)
+    """Seconds to wait for the server to connect or answer."""
+    on_leave: Literal["disable", "delete"] = "disable"
+    """What happens to the account: disable (lock) is the only choice here; set by the policy."""
+
+    @field_validator("on_leave")
+    @classmethod
+    def _cannot_delete(cls, value: str, info: ValidationInfo) -> str:
+        if value == "delete":
+            raise ValueError(
+                "this connector locks directory accounts and cannot delete them; set "
+                f'[policy.on_leave] {info.data.get("name", "directory")} = "disable" (or leave '
+                "it out) and remove leavers' entries with your directory's own tools"
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -170,10 +195,6 @@ def default_connection_factory(config: LdapConfig) -> ConnectionFactory:
         )
 
     return connect
-
-
-class DryRunRefused(ConnectorError):
-    """A write was attempted by a connector built with dry_run=True; nothing was sent."""
 
 
 class LdapResultError(PermanentError):

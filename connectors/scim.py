@@ -1,27 +1,28 @@
-"""SCIM 2.0 (RFC 7643/7644): deactivate or delete the user, remove their group memberships.
+"""SCIM 2.0 (RFC 7643/7644): disable or delete the user, remove their group memberships.
 
 The generic connector for a company's own web apps and the SaaS tools that speak SCIM.
-What counts as access (see `ScimConnector.inventory`):
+What counts as access (see `ScimConnector.inventory`); `system_id` is the SCIM resource id:
 
-- MEMBERSHIP: one per group that lists the user as a direct member, from the user's
-  `groups` attribute, or, when the server does not return it, from
-  `GET /Groups?filter=members[value eq "<id>"]`. Revoked with
-  `PATCH /Groups/{id}` removing `members[value eq "<id>"]`.
-- ACCOUNT: the user can sign in. With `on_leave = "deactivate"` (the default) the
-  grant is listed while the user is active, and revoked by setting `active` to false
-  (the `path` form of PATCH first, the value-object form for servers that refuse it).
-  With `on_leave = "delete"` it is listed while the user exists, and revoked with
-  `DELETE /Users/{id}`.
+- kind `group` (effect membership, action remove): one per group that lists the user as
+  a direct member, from the user's `groups` attribute, or, when the server does not return
+  it, from `GET /Groups?filter=members[value eq "<id>"]`. Revoked with `PATCH /Groups/{id}`
+  removing `members[value eq "<id>"]`.
+- kind `account` (effect sign_in, actions disable and delete): with `on_leave` disable
+  (the policy's choice for this connector, else its own setting) the grant is listed while
+  the user is active, and revoked by setting `active` to false (the `path` form of PATCH
+  first, the value-object form for servers that refuse it). With delete it is listed while
+  the user exists, and revoked with `DELETE /Users/{id}`.
 
-Memberships come before the account, as in the plan, so a deleted user leaves no group
-pointing at it. Grants name resources by their SCIM path (`Users/<id>`, `Groups/<id>`):
-ids are stable, display names are not. Writes carry `If-Match` with the resource's ETag
-when the server versions its resources; a 412 re-reads the resource and tries once more.
+Memberships are not declared as cascading from a deleted user: RFC 7644 does not oblige a
+server to drop a deleted user from its groups, and scim2-server, the test peer, does not;
+so they are removed one by one, before the account. Writes carry `If-Match` with the
+resource's ETag when the server versions its resources; a 412 re-reads the resource and
+tries once more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,39 +30,41 @@ import httpx
 import structlog
 
 from connectors.base import (
+    DELETE,
+    DISABLE,
+    REMOVE,
     AccessGrant,
     AlreadyDone,
+    Capabilities,
     Check,
     ConnectorError,
-    GrantKind,
+    DryRunRefused,
+    Effect,
     Health,
+    KindCapability,
     Leaver,
+    Message,
     Outcome,
     OutcomeStatus,
     PermanentError,
     SubjectNotFound,
     Verification,
 )
-from connectors.scim_client import (
-    PATCH_OP,
-    DryRunRefused,
-    PreconditionFailed,
-    ResourceNotFound,
-    RetryLater,
-    ScimClient,
-    ScimConfig,
-    ScimError,
-    filter_string,
-    resource_path,
-)
+from connectors.config import ConnectorKind
+from connectors.scim_client import ScimConfig, filter_string, member_filter, resource_path
+from connectors.scim_writes import ScimWrites
 
-__all__ = ["RetryLater", "ScimConfig", "ScimConnector", "from_config"]
+__all__ = ["KIND", "ScimConfig", "ScimConnector", "from_config"]
 
 log = structlog.get_logger(__name__)
 
-_KIND_ORDER = {GrantKind.MEMBERSHIP: 0, GrantKind.ACCOUNT: 1}
-# a server that refuses `"path": "active"` answers one of these; then try the value form
-_PATH_FORM_REFUSED = frozenset({"invalidPath", "noTarget", "invalidSyntax"})
+ACCOUNT, GROUP = "account", "group"
+_KIND_ORDER = {GROUP: 0, ACCOUNT: 1}
+
+CHECK_NO_ACCOUNT = Message.of("scim.check.no_account", "no account")
+CHECK_DELETED = Message.of("scim.check.account_deleted", "account deleted")
+CHECK_INACTIVE = Message.of("scim.check.account_inactive", "account inactive")
+CHECK_NO_GROUPS = Message.of("scim.check.no_groups", "no group lists the account")
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,18 @@ class _User:
         return resource_path("Users", self.id)
 
 
-def _member_filter(user_id: str) -> str:
-    return f"members[value eq {filter_string(user_id)}]"
-
-
-class ScimConnector(ScimClient):
+class ScimConnector(ScimWrites):
     """A SCIM 2.0 service provider as one offboarding target."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        account_actions = (DELETE, DISABLE) if self.deletes else (DISABLE, DELETE)
+        return Capabilities(
+            (
+                KindCapability(ACCOUNT, Effect.SIGN_IN, account_actions, "active=false or DELETE"),
+                KindCapability(GROUP, Effect.MEMBERSHIP, (REMOVE,), "PATCH remove member"),
+            )
+        )
 
     # -- the Connector protocol ------------------------------------------------
 
@@ -132,18 +141,23 @@ class ScimConnector(ScimClient):
                 return []
             return self._grants(user, self._memberships(client, user)[0])
 
-    def revoke(self, grant: AccessGrant) -> Outcome:
+    def revoke(self, grant: AccessGrant, action: str | None = None) -> Outcome:
+        chosen = self.capabilities.action_for(self.name, grant, action)
         try:
             with self.session() as client:
-                outcome = Outcome(grant, OutcomeStatus.REVOKED, self._revoke(client, grant))
+                detail = self._revoke(client, grant, chosen)
+            outcome = Outcome(grant, OutcomeStatus.REVOKED, detail, chosen)
         except DryRunRefused:
-            outcome = Outcome(grant, OutcomeStatus.DRY_RUN, f"dry run: would revoke {grant.label}")
+            outcome = Outcome(
+                grant, OutcomeStatus.DRY_RUN, f"dry run: would {chosen} {grant.label}", chosen
+            )
         except AlreadyDone as exc:
-            outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc))
+            outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc), chosen)
         log.info(
             "grant revoked",
             connector=self.name,
-            kind=grant.kind.value,
+            kind=grant.kind,
+            action=chosen,
             account=grant.account,
             target=grant.target,
             status=outcome.status.value,
@@ -154,30 +168,35 @@ class ScimConnector(ScimClient):
         with self.session() as client:
             try:
                 user = self._find(client, leaver)
-            except SubjectNotFound as exc:
-                return Verification([], [Check("no account", True, str(exc))])
-            groups, source = self._memberships(client, user)
+            except SubjectNotFound:
+                detail = Message.of(
+                    "scim.detail.no_user", "no user matches %(filter)s", filter=self._filter(leaver)
+                )
+                return Verification([], [Check(CHECK_NO_ACCOUNT, True, detail)])
+            groups, from_attribute = self._memberships(client, user)
         remaining = self._grants(user, groups)
-        if self.config.on_leave == "delete":
-            account = Check("account deleted", False, f"{user.path} ({user.user_name}) exists")
+        who = {"user": user.user_name, "path": user.path}
+        if self.deletes:
+            exists = Message.of("scim.detail.user_exists", "%(path)s (%(user)s) exists", **who)
+            account = Check(CHECK_DELETED, False, exists)
+        elif user.active:
+            state = Message.of("scim.detail.user_active", "%(path)s is still ACTIVE", **who)
+            account = Check(CHECK_INACTIVE, False, state)
         else:
-            state = "inactive" if not user.active else "still ACTIVE"
-            account = Check("account inactive", not user.active, f"{user.path} is {state}")
-        names = ", ".join(f"{name} (Groups/{gid})" for gid, name in groups)
-        listed = Check(
-            "no group lists the account",
-            not groups,
-            f"{source}: {names}" if groups else f"{source}: none",
-        )
-        return Verification(remaining, [account, listed])
+            state = Message.of("scim.detail.user_inactive", "%(path)s is inactive", **who)
+            account = Check(CHECK_INACTIVE, True, state)
+        return Verification(remaining, [account, _groups_check(user, groups, from_attribute)])
 
     # -- finding the leaver and their access -------------------------------------
 
     def _match_value(self, leaver: Leaver) -> str:
         return leaver.email if self.config.match_value == "email" else leaver.employee_id
 
+    def _filter(self, leaver: Leaver) -> str:
+        return f"{self.config.match_attribute} eq {filter_string(self._match_value(leaver))}"
+
     def _find(self, client: httpx.Client, leaver: Leaver) -> _User:
-        scim_filter = f"{self.config.match_attribute} eq {filter_string(self._match_value(leaver))}"
+        scim_filter = self._filter(leaver)
         found = self.search(client, "Users", scim_filter)
         if not found:
             raise SubjectNotFound(f"{self.name}: no user matches {scim_filter}")
@@ -192,121 +211,70 @@ class ScimConnector(ScimClient):
         return _User.from_resource(found[0])
 
     def _grants(self, user: _User, groups: list[tuple[str, str]]) -> list[AccessGrant]:
-        def grant(kind: GrantKind, target: str, label: str) -> AccessGrant:
+        def grant(
+            kind: str, effect: Effect, system_id: str, target: str, label: Message, path: str
+        ) -> AccessGrant:
             return AccessGrant(
-                connector=self.name, kind=kind, account=user.path, target=target, label=label
+                connector=self.name,
+                kind=kind,
+                effect=effect,
+                system_id=system_id,
+                account=user.id,
+                target=target,
+                label=label,
+                revoke_data={"path": path, "user_path": user.path},
             )
 
         grants = [
-            grant(GrantKind.MEMBERSHIP, resource_path("Groups", gid), f"Member of {name}")
+            grant(
+                GROUP,
+                Effect.MEMBERSHIP,
+                gid,
+                name,
+                Message.of("scim.grant.group", "Member of %(group)s", group=name),
+                resource_path("Groups", gid),
+            )
             for gid, name in groups
         ]
-        if self.config.on_leave == "delete":
-            grants.append(grant(GrantKind.ACCOUNT, user.path, f"Account {user.user_name} (delete)"))
-        elif user.active:
-            grants.append(grant(GrantKind.ACCOUNT, user.path, f"Sign-in as {user.user_name}"))
-        return sorted(grants, key=lambda g: (_KIND_ORDER[g.kind], g.label.lower(), g.target))
+        if user.active or self.deletes:
+            label = (
+                Message.of("scim.grant.account", "Sign-in as %(user)s", user=user.user_name)
+                if user.active
+                else Message.of(
+                    "scim.grant.inactive_account", "Inactive account %(user)s", user=user.user_name
+                )
+            )
+            grants.append(grant(ACCOUNT, Effect.SIGN_IN, user.id, user.user_name, label, user.path))
+        return sorted(grants, key=lambda g: (_KIND_ORDER[g.kind], g.target.lower(), g.system_id))
 
-    def _memberships(self, client: httpx.Client, user: _User) -> tuple[list[tuple[str, str]], str]:
-        """The (id, name) of the groups that list the user, and where that was read.
+    def _memberships(self, client: httpx.Client, user: _User) -> tuple[list[tuple[str, str]], bool]:
+        """The (id, name) of the groups that list the user, and whether that was read from
+        the user's `groups` attribute (else from a search on the groups' members).
 
         From the user's `groups` attribute when the server returns it; otherwise (the
         server does not compute it, or the user is in no group, RFC 7643 §2.5) from
         the groups whose members match. A server refusing that filter is an error.
         """
         if user.groups is not None:
-            groups, source = user.groups, f"groups attribute of {user.path}"
+            groups, from_attribute = user.groups, True
         else:
-            source = f"groups matching {_member_filter(user.id)}"
-            found = self.search(client, "Groups", _member_filter(user.id))
+            from_attribute = False
+            found = self.search(client, "Groups", member_filter(user.id))
             groups = [(str(g["id"]), str(g.get("displayName") or g["id"])) for g in found]
-        return sorted(groups, key=lambda group: (group[1].lower(), group[0])), source
+        return sorted(groups, key=lambda group: (group[1].lower(), group[0])), from_attribute
 
     # -- revoking ------------------------------------------------------------------
 
-    def _revoke(self, client: httpx.Client, grant: AccessGrant) -> str:
+    def _revoke(self, client: httpx.Client, grant: AccessGrant, action: str) -> str:
         if grant.connector != self.name:
             raise PermanentError(f"{self.name}: grant belongs to connector {grant.connector!r}")
-        if not grant.account.startswith("Users/"):
-            raise PermanentError(f"{self.name}: {grant.account!r} is not a SCIM user (Users/<id>)")
-        user_id = grant.account.removeprefix("Users/")
-        if grant.kind is GrantKind.MEMBERSHIP and grant.target.startswith("Groups/"):
-            return self._conditional(client, grant.target, self._remove_member(user_id))
-        if grant.kind is GrantKind.ACCOUNT and grant.target == grant.account:
-            if self.config.on_leave == "delete":
-                return self._conditional(client, grant.account, self._delete_user)
-            return self._conditional(client, grant.account, self._deactivate)
-        raise PermanentError(f"{self.name}: cannot revoke {grant.kind.value} {grant.target!r}")
-
-    def _conditional(
-        self,
-        client: httpx.Client,
-        path: str,
-        write: Callable[[httpx.Client, str, dict[str, Any], str | None], str],
-    ) -> str:
-        """Read the resource, write with its ETag; on 412 read again and write once more."""
-        for attempt in (1, 2):
-            current = self.read(client, path)
-            if current is None:
-                raise AlreadyDone(f"{path} no longer exists")
-            resource, etag = current
-            try:
-                return write(client, path, resource, etag)
-            except ResourceNotFound as exc:
-                raise AlreadyDone(f"{path} no longer exists") from exc
-            except PreconditionFailed as exc:
-                if attempt == 2:
-                    raise RetryLater(
-                        f"{self.name}: {path} changed while we wrote to it, twice; retry later"
-                    ) from exc
-                log.info("scim resource changed; reading it again", connector=self.name, path=path)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _remove_member(
-        self, user_id: str
-    ) -> Callable[[httpx.Client, str, dict[str, Any], str | None], str]:
-        def write(client: httpx.Client, path: str, group: dict[str, Any], etag: str | None) -> str:
-            members = group.get("members") or []
-            if not any(isinstance(m, dict) and m.get("value") == user_id for m in members):
-                raise AlreadyDone(f"{path} no longer lists Users/{user_id} as a member")
-            operation = {"op": "remove", "path": _member_filter(user_id)}
-            try:
-                self._patch(client, path, [operation], etag)
-            except ScimError as exc:
-                if exc.scim_type != "noTarget":  # RFC 7644 §3.5.2.2: the filter matched nobody
-                    raise
-                raise AlreadyDone(f"{path} no longer lists Users/{user_id} ({exc})") from exc
-            name = group.get("displayName") or path
-            return f"removed Users/{user_id} from the members of {name} ({path})"
-
-        return write
-
-    def _deactivate(
-        self, client: httpx.Client, path: str, user: dict[str, Any], etag: str | None
-    ) -> str:
-        if user.get("active") is False:
-            raise AlreadyDone(f"{path} is already inactive")
-        try:
-            self._patch(client, path, [{"op": "replace", "path": "active", "value": False}], etag)
-            return f"set active=false on {path}"
-        except ScimError as exc:
-            if not (exc.status == 501 or exc.scim_type in _PATH_FORM_REFUSED):
-                raise
-            log.info("scim path form refused; sending the value form", connector=self.name)
-        self._patch(client, path, [{"op": "replace", "value": {"active": False}}], etag)
-        return f"set active=false on {path} (value form; the server refused the path form)"
-
-    def _delete_user(
-        self, client: httpx.Client, path: str, user: dict[str, Any], etag: str | None
-    ) -> str:
-        self._request(client, "DELETE", path, if_match=etag)
-        return f"deleted {path} ({user.get('userName', '?')})"
-
-    def _patch(
-        self, client: httpx.Client, path: str, operations: list[dict[str, Any]], etag: str | None
-    ) -> None:
-        body = {"schemas": [PATCH_OP], "Operations": operations}
-        self._request(client, "PATCH", path, body=body, if_match=etag)
+        user_path = resource_path("Users", grant.account)
+        if grant.kind == GROUP:
+            path = resource_path("Groups", grant.system_id)
+            return self._conditional(client, path, self._remove_member(grant.account))
+        if action == DELETE:
+            return self._conditional(client, user_path, self._delete_user)
+        return self._conditional(client, user_path, self._deactivate)
 
 
 def _supported(service_provider_config: dict[str, Any], feature: str) -> bool:
@@ -314,5 +282,45 @@ def _supported(service_provider_config: dict[str, Any], feature: str) -> bool:
     return isinstance(section, dict) and section.get("supported") is True
 
 
+def _groups_check(user: _User, groups: list[tuple[str, str]], from_attribute: bool) -> Check:
+    names = ", ".join(f"{name} (Groups/{gid})" for gid, name in groups)
+    if from_attribute and groups:
+        detail = Message.of(
+            "scim.detail.groups_attribute",
+            "the groups attribute of %(path)s: %(groups)s",
+            path=user.path,
+            groups=names,
+        )
+    elif groups:
+        detail = Message.of(
+            "scim.detail.groups_search",
+            "groups whose members include %(path)s: %(groups)s",
+            path=user.path,
+            groups=names,
+        )
+    elif from_attribute:
+        detail = Message.of(
+            "scim.detail.no_groups_attribute",
+            "the groups attribute of %(path)s: none",
+            path=user.path,
+        )
+    else:
+        detail = Message.of(
+            "scim.detail.no_groups_search",
+            "groups whose members include %(path)s: none",
+            path=user.path,
+        )
+    return Check(CHECK_NO_GROUPS, not groups, detail)
+
+
 def from_config(config: Mapping[str, Any], dry_run: bool) -> ScimConnector:
     return ScimConnector(ScimConfig.model_validate(dict(config)), dry_run=dry_run)
+
+
+KIND = ConnectorKind(
+    kind="scim",
+    config=ScimConfig,
+    build=lambda config, dry_run: ScimConnector(config, dry_run=dry_run),
+    description="SCIM 2.0 service provider: remove group memberships, then disable "
+    "(active=false) or delete the user",
+)

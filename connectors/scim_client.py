@@ -1,30 +1,23 @@
-"""Configuration, HTTP sessions and the one place SCIM responses become shared errors.
+"""Configuration, HTTP sessions and how SCIM error responses read.
 
-Everything that talks to the SCIM service goes through `ScimClient._request`: it
-refuses writes in dry-run mode, logs every write (connector, method, path and
-status; never the token or a body) and maps transport errors and HTTP statuses
-into `TransientError`, `PermanentError` and the `ScimError` family below.
+Every request goes through the shared HTTP choke point (`connectors.http.HttpClient`):
+dry run, `Retry-After`, error mapping and redaction live there. This module adds the SCIM
+parts: the Bearer token, `application/scim+json`, and the SCIM error body (`detail`,
+`scimType`, RFC 7644 §3.12), whose `scimType` becomes the error's `code`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import ssl
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import cached_property
-from ipaddress import ip_address
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import SecretStr, field_validator
 
-from connectors.base import ConnectorError, PermanentError, TransientError
+from connectors.base import DELETE, DISABLE, PermanentError
+from connectors.http import HttpClient, HttpConfig, NotFound, VendorError
 
 log = structlog.get_logger(__name__)
 
@@ -33,71 +26,38 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 PAGE_SIZE = 100
 MAX_PAGES = 1000  # a server that ignores startIndex must not keep us paging forever
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-class ScimConfig(BaseModel):
+class ScimConfig(HttpConfig):
     """One SCIM 2.0 service provider: where it is, the token, and how leavers are matched."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str = "scim"
+    """What the service calls this system."""
     kind: Literal["scim"] = "scim"
-    base_url: str  # the SCIM root, e.g. https://app.example.com/scim/v2
-    token: SecretStr  # sent as "Authorization: Bearer ..."
+    token: SecretStr
+    """Sent as "Authorization: Bearer ..." (or token_env / token_file)."""
     match_attribute: Literal["userName", "externalId"] = "userName"
-    match_value: Literal["email", "employee_id"] = "email"  # which value of the leaver
-    on_leave: Literal["deactivate", "delete"] = "deactivate"
-    timeout_seconds: float = Field(default=10, gt=0)
-    ca_file: Path | None = None  # CA bundle for https; system CAs when unset
-    verify: bool = True  # check the server's TLS certificate; switch off only for a lab
+    """The user attribute the leaver is matched on."""
+    match_value: Literal["email", "employee_id"] = "email"
+    """Which of the leaver's values it is compared with."""
+    on_leave: Literal["disable", "delete"] = "disable"
+    """What happens to the user: disable (active=false) or delete. The policy's on_leave
+    for this connector wins; "deactivate" is read as disable."""
 
-    @field_validator("base_url")
+    @field_validator("on_leave", mode="before")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"base_url {value!r} is not a URL: {exc}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url {value!r} must be an https:// URL")
-        if url.scheme == "http" and not _is_loopback(url.host):
-            raise ValueError(
-                f"base_url {value!r} would send the token unencrypted; use https:// "
-                "(plain http:// is only accepted for 127.0.0.1 and localhost)"
-            )
-        if url.query or url.fragment:
-            raise ValueError(f"base_url {value!r} must not have a query or fragment")
-        return value.rstrip("/")
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"ca_file {str(value)!r} does not exist or is not a file")
-        return value
-
-    @field_validator("verify")
-    @classmethod
-    def _verify_with_ca(cls, value: bool, info: ValidationInfo) -> bool:
-        # a field validator, not a model one: its error names the field and not the token
-        if not value and info.data.get("ca_file") is not None:
-            raise ValueError("verify is false but ca_file is set; drop one of them")
-        return value
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
+    def _deactivate_is_disable(cls, value: object) -> object:
+        return DISABLE if value == "deactivate" else value
 
 
 def filter_string(value: str) -> str:
     """A SCIM filter string literal (RFC 7644 §3.4.2.2): a JSON string, `"` and `\\` escaped."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def member_filter(user_id: str) -> str:
+    """The SCIM filter for the group members that are this user."""
+    return f"members[value eq {filter_string(user_id)}]"
 
 
 def resource_path(endpoint: str, resource_id: str) -> str:
@@ -111,80 +71,12 @@ def etag_of(response: httpx.Response, resource: dict[str, Any]) -> str | None:
     return response.headers.get("ETag") or (version if isinstance(version, str) else None)
 
 
-# -- the errors callers handle case by case ------------------------------------------
+class ScimClient(HttpClient):
+    """The shared HTTP base, speaking SCIM."""
 
-
-class DryRunRefused(ConnectorError):
-    """A write was attempted by a connector built with dry_run=True; nothing was sent."""
-
-
-class RetryLater(TransientError):
-    """Throttled or unavailable; `retry_after` is the delay in seconds the server asked for."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ScimError(PermanentError):
-    """A SCIM error response, with its status and scimType for callers that handle one case."""
-
-    def __init__(self, message: str, status: int, scim_type: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.scim_type = scim_type
-
-
-class ResourceNotFound(ScimError):
-    """404: the user or group does not exist (any more)."""
-
-
-class PreconditionFailed(ScimError):
-    """412: the resource changed since it was read (its ETag no longer matches)."""
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _scim_error_body(response: httpx.Response) -> tuple[str, str | None]:
-    """The `detail` and `scimType` of a SCIM error body, or the start of whatever came back."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200].strip(), None
-    if not isinstance(body, dict):
-        return str(body)[:200], None
-    detail, scim_type = body.get("detail"), body.get("scimType")
-    return (
-        str(detail) if detail else response.reason_phrase,
-        str(scim_type) if scim_type else None,
-    )
-
-
-def _certificate_problem(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
-            seen
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-class ScimClient:
-    """HTTP sessions, dry-run and error mapping for the SCIM connector."""
+    config: ScimConfig
+    content_type = SCIM_JSON
+    credentials_hint = "check the token and the rights it carries"
 
     def __init__(
         self,
@@ -193,107 +85,43 @@ class ScimClient:
         transport: httpx.BaseTransport | None = None,
         dry_run: bool = False,
     ) -> None:
-        self.config = config
-        self.name = config.name
-        self.dry_run = dry_run
-        self._transport = transport
+        super().__init__(config, transport=transport, dry_run=dry_run)
 
-    @cached_property
-    def _tls(self) -> ssl.SSLContext | bool:
-        """Built once: loading the CA bundle takes tens of milliseconds."""
-        if not self.config.verify or self.config.base_url.startswith("http://"):
-            return False  # nothing to verify on plain http (loopback only, see ScimConfig)
-        return ssl.create_default_context(
-            cafile=str(self.config.ca_file) if self.config.ca_file else None
+    @property
+    def deletes(self) -> bool:
+        return self.config.on_leave == DELETE
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.token.get_secret_value()}"}
+
+    def default_headers(self) -> dict[str, str]:
+        return {"Accept": f"{SCIM_JSON}, application/json"}
+
+    def vendor_error(self, response: httpx.Response) -> VendorError:
+        """The `detail` and `scimType` of a SCIM error body, or the start of what came back."""
+        try:
+            body = response.json()
+        except ValueError:
+            return VendorError(response.text[:200].strip())
+        if not isinstance(body, dict):
+            return VendorError(str(body)[:200])
+        detail, scim_type = body.get("detail"), body.get("scimType")
+        return VendorError(
+            str(detail) if detail else response.reason_phrase,
+            str(scim_type) if scim_type else None,
         )
 
-    @contextmanager
-    def session(self) -> Iterator[httpx.Client]:
-        """One HTTP client for one piece of work, closed afterwards. Redirects are not followed."""
-        with httpx.Client(
-            base_url=self.config.base_url + "/",
-            headers={
-                "Authorization": f"Bearer {self.config.token.get_secret_value()}",
-                "Accept": f"{SCIM_JSON}, application/json",
-            },
-            timeout=self.config.timeout_seconds,
-            verify=self._tls,
-            transport=self._transport,
-            follow_redirects=False,
-        ) as client:
-            yield client
-
-    def _request(
+    def write(
         self,
         client: httpx.Client,
         method: str,
         path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-        if_match: str | None = None,
+        body: dict[str, Any] | None,
+        if_match: str | None,
     ) -> httpx.Response:
-        """The choke point: refuse writes in dry-run, send, map the outcome to the shared errors."""
-        write = method != "GET"
-        if write and self.dry_run:
-            log.info("scim write skipped: dry run", connector=self.name, method=method, path=path)
-            raise DryRunRefused(f"{self.name}: dry run, not sending {method} {path}")
-        headers = {"Content-Type": SCIM_JSON} if body is not None else {}
-        if if_match:
-            headers["If-Match"] = if_match
-        where = f"{self.name}: {method} {self.config.base_url}/{path}"
-        try:
-            response = client.request(
-                method,
-                path,
-                params=params,
-                content=json.dumps(body).encode() if body is not None else None,
-                headers=headers,
-            )
-        except httpx.TransportError as exc:
-            if _certificate_problem(exc):
-                raise PermanentError(
-                    f"{where}: the server's TLS certificate was refused ({exc}); check ca_file, "
-                    "and that the certificate names the host in base_url"
-                ) from exc
-            raise TransientError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
-        if write:
-            log.info(
-                "scim write",
-                connector=self.name,
-                method=method,
-                path=path,
-                status=response.status_code,
-                conditional=bool(if_match),
-            )
-        if response.is_success:
-            return response
-        raise self._error_for(response, where)
-
-    def _error_for(self, response: httpx.Response, where: str) -> ConnectorError:
-        status = response.status_code
-        detail, scim_type = _scim_error_body(response)
-        text = f"{where}: HTTP {status}" + (f" {scim_type}" if scim_type else "")
-        text += f": {detail}" if detail else ""
-        if status == 429 or (status >= 500 and status != 501):
-            delay = retry_after_seconds(response.headers.get("Retry-After"))
-            suffix = f"; the server asks to retry after {delay:.0f} s" if delay is not None else ""
-            return RetryLater(text + suffix, delay)
-        if status in (401, 403):
-            return PermanentError(
-                f"{self.name}: {self.config.base_url} refused the request "
-                f"(HTTP {status}: {detail}); check the token and the rights it carries"
-            )
-        if status == 404:
-            return ResourceNotFound(text, status, scim_type)
-        if status == 412:
-            return PreconditionFailed(text, status, scim_type)
-        if 300 <= status < 400:
-            return PermanentError(
-                f"{text}: redirected to {response.headers.get('Location', '?')}; "
-                "set base_url to the SCIM root the server answers on"
-            )
-        return ScimError(text, status, scim_type)
+        """A conditional write when the resource has an ETag (RFC 7644 §3.14)."""
+        headers = {"If-Match": if_match} if if_match else None
+        return self._request(client, method, path, body=body, headers=headers)
 
     # -- reading --------------------------------------------------------------------
 
@@ -316,7 +144,7 @@ class ScimClient:
         """A resource and its ETag, or None when it does not exist."""
         try:
             resource, response = self.get_json(client, path)
-        except ResourceNotFound:
+        except NotFound:
             return None
         return resource, etag_of(response, resource)
 
@@ -328,7 +156,7 @@ class ScimClient:
             params["count"] = str(PAGE_SIZE)
             try:
                 page, _response = self.get_json(client, endpoint, params)
-            except ResourceNotFound as exc:
+            except NotFound as exc:
                 raise PermanentError(
                     f"{exc}; the server has no {endpoint} endpoint there: check that base_url "
                     "is the SCIM root (e.g. https://app.example.com/scim/v2)"

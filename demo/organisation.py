@@ -2,8 +2,9 @@
 
 Jan de Vries (E1042) is leaving. He is in five groups: the groupOfNames
 `developers`, `vpn-users`, `laravel-admins` and `legacy-ftp` (where he is the only
-member), and the posixGroup `deploy`. Hanna Bakker (E0007, HR) files the request;
-she is a manager too, so four-eyes approval must exclude her for being the
+member), and the posixGroup `deploy`; in the information system (`demo.apex`, a SCIM
+app) his account is in `apex-users` and `apex-admins`. Hanna Bakker (E0007, HR) files
+the request; she is a manager too, so four-eyes approval must exclude her for being the
 requester, leaving three other managers eligible to approve.
 """
 
@@ -80,6 +81,11 @@ POSIX_GROUPS: dict[str, tuple[int, tuple[str, ...]]] = {
 }
 
 
+def email_of(uid: str) -> str:
+    """A demo employee's work email: also their userName in the demo's SCIM app."""
+    return f"{uid}@example.test"
+
+
 @dataclass(frozen=True)
 class DemoOrg:
     """What `seed_demo_org` created, for the demo and for tests to refer to."""
@@ -115,7 +121,7 @@ def seed_demo_org(directory: LocalDirectory, *, password: str) -> DemoOrg:
                     "sn": surname,
                     "givenName": given,
                     "displayName": full,
-                    "mail": f"{uid}@example.test",
+                    "mail": email_of(uid),
                     "employeeNumber": employee_id,
                     "departmentNumber": department,
                     "preferredLanguage": language,
@@ -150,7 +156,7 @@ def seed_demo_org(directory: LocalDirectory, *, password: str) -> DemoOrg:
         leaver_id=LEAVER_ID,
         leaver_uid=leaver_uid,
         leaver_dn=dn_of[leaver_uid],
-        leaver_email=f"{leaver_uid}@example.test",
+        leaver_email=email_of(leaver_uid),
         leaver_name=f"{leaver[2]} {leaver[3]}",
         requester_id=REQUESTER_ID,
         managers_group_dn=f"cn=managers,{groups}",

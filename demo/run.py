@@ -1,4 +1,5 @@
-"""`offboarding demo`: the whole service plus a throwaway directory with a demo organisation."""
+"""`offboarding demo`: the whole service plus two throwaway systems with a demo organisation:
+a directory (slapd) and an information system (a SCIM app)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import typer
 
+from demo.apex import NAME as APEX_NAME
+from demo.apex import ApexApp, ScimAppUnavailable, running_apex
 from demo.directory import LocalDirectory
 from demo.organisation import DemoOrg, seed_demo_org
+from demo.starter import StarterConnector, write_starter
 from offboarding.domain.cases import get_case
 from offboarding.intake.client import send_event, termination_event
 from offboarding.wiring.db import make_engine
@@ -79,6 +84,33 @@ def wait_until_suspended(api_url: str, settings: Settings, case_id: str, *, time
     return False
 
 
+@dataclass
+class DemoSystems:
+    """The demo's throwaway systems, running and seeded."""
+
+    directory: LocalDirectory
+    org: DemoOrg
+    apex: ApexApp | None  # None without scim2-server
+    connectors: list[StarterConnector]
+    apex_missing: str = ""
+
+
+def start_systems(stack: contextlib.ExitStack, home: Path) -> DemoSystems:
+    """The directory (slapd) and the information system (a SCIM app), stopped by `stack`."""
+    directory = stack.enter_context(
+        LocalDirectory.start(home / "directory", admin_password=secrets.token_urlsafe(18))
+    )
+    org = seed_demo_org(directory, password="Demo-" + secrets.token_urlsafe(9))
+    ldap = directory.connector_config(name="directory", managers_group=org.managers_group_dn)
+    connectors = [StarterConnector(ldap, {"bind_password": "DIRECTORY_BIND_PASSWORD"})]
+    try:
+        apex = stack.enter_context(running_apex(token=secrets.token_urlsafe(24)))
+    except ScimAppUnavailable as exc:
+        return DemoSystems(directory, org, None, connectors, apex_missing=str(exc))
+    connectors.append(StarterConnector(apex.connector_config(), {"token": "APEX_SCIM_TOKEN"}))
+    return DemoSystems(directory, org, apex, connectors)
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -89,17 +121,16 @@ def run_demo(
     configure_logging()
     shutil.rmtree(settings.home, ignore_errors=True)
     settings.home.mkdir(parents=True)
-    workdir = settings.home / "directory"
-    password = "Demo-" + secrets.token_urlsafe(9)
-    with LocalDirectory.start(workdir, admin_password=secrets.token_urlsafe(18)) as directory:
-        org = seed_demo_org(directory, password=password)
-        connector = directory.connector_config(
-            name="directory", managers_group=org.managers_group_dn
+    with contextlib.ExitStack() as stack:
+        systems = start_systems(stack, settings.home)
+        org = systems.org
+        starter = write_starter(
+            settings.home / "starter", settings=settings, connectors=systems.connectors
         )
-        # nothing of a real configuration leaks in: own directory, database, mail and links
+        # nothing of a real configuration leaks in: own systems, database, mail and links
         settings = settings.model_copy(
             update={
-                "connectors": [connector],
+                "connectors": [dict(c.config) for c in systems.connectors],
                 "people": PeopleSettings(),
                 "smtp": None,
                 "database_url": None,
@@ -109,7 +140,20 @@ def run_demo(
         )
         with run_service(settings) as running:
             announce(running)
-            typer.echo(f"  Demo directory: {directory.url} ({len(org.employee_ids)} employees)")
+            typer.echo(
+                f"  Demo directory: {systems.directory.url} ({len(org.employee_ids)} employees)"
+            )
+            if systems.apex is not None:
+                typer.echo(
+                    f"  Demo SCIM app ({APEX_NAME}): {systems.apex.base_url} "
+                    f"({len(systems.apex.users)} users; groups {', '.join(systems.apex.groups)})"
+                )
+            else:
+                typer.secho(f"  {systems.apex_missing}", fg=typer.colors.YELLOW)
+            typer.echo(
+                f"  Configuration to start from: {starter.config} "
+                f"(its secrets: {starter.secrets.name} next to it)"
+            )
             started = time.time() - 1
             response = send_leaver_event(running.web_url, settings, org)
             typer.echo(

@@ -25,7 +25,7 @@ from approvals.decisions import check_run_input, settle, valid_verdict
 from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
-from connectors.base import AccessGrant, Outcome, OutcomeStatus, TransientError
+from connectors.base import AccessGrant, Outcome, TransientError
 from offboarding.domain import audit
 from offboarding.domain.cases import (
     Recorded,
@@ -41,15 +41,16 @@ from offboarding.domain.models import (
     CaseStatus,
     PlanStatus,
     RevocationPlanRecord,
-    RevocationStep,
     StepStatus,
 )
-from offboarding.domain.plan import Phase, unapproved_grants
+from offboarding.domain.plan import Phase, PlanStep, unapproved_grants
 from offboarding.domain.revocation import (
+    REMOVED,
     VerificationReport,
     inventory_all,
     load_plan,
-    revoke_one,
+    recorded_outcome,
+    revoke_step,
     steps_of,
     store_plan,
     verify_all,
@@ -130,7 +131,7 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
         key=f"plan-{case.id[:12]}",
         table=[
             {name: safe_display(str(value)) for name, value in row.items()}
-            for row in load_plan(record).rows()
+            for row in load_plan(record).table()
         ],
         description=notify.artifact_description("plan", case, record),
     )
@@ -150,8 +151,11 @@ def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecor
 
 
 @resilient
-def revoke(services: Services, case: Case, plan_id: str, grant: AccessGrant) -> Outcome:
-    return revoke_one(services, case_id=case.id, plan_id=plan_id, grant=grant)
+def revoke(
+    services: Services, case: Case, plan_id: str, step: PlanStep, removed: frozenset[str]
+) -> Outcome:
+    """One plan step; a cascaded step whose parent is in `removed` is only recorded."""
+    return revoke_step(services, case_id=case.id, plan_id=plan_id, step=step, removed=removed)
 
 
 @resilient
@@ -320,8 +324,13 @@ def contain(services: Services, case: Case, record: RevocationPlanRecord) -> Non
         details={"steps": [s.grant.key for s in steps], "plan_hash": record.plan_hash},
         once_key=f"containment:{record.id}",
     )
+    removed = set(done)
     for step in steps:
-        with_retries(services, revoke)(services, case, record.id, step.grant)
+        outcome = with_retries(services, revoke)(
+            services, case, record.id, step, frozenset(removed)
+        )
+        if outcome.status in REMOVED:
+            removed.add(step.grant.key)
 
 
 def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:
@@ -335,16 +344,23 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     }
     outcomes: list[Outcome] = []
     failures: list[str] = []
+    removed: set[str] = set(finished)  # a cascaded step goes with a removed parent
     for step in plan.steps:
         earlier = finished.get(step.grant.key)
         if earlier is not None:
-            outcomes.append(_outcome_of(step.grant, earlier))
+            outcomes.append(recorded_outcome(step, earlier))
             continue
-        future = with_retries(services, revoke).submit(services, case, record.id, step.grant)
+        future = with_retries(services, revoke).submit(
+            services, case, record.id, step, frozenset(removed)
+        )
         try:
-            outcomes.append(future.result())
+            outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
-            failures.append(f"{step.grant.label}: {type(exc).__name__}: {exc}")
+            failures.append(f"{step.grant.label.text}: {type(exc).__name__}: {exc}")
+            continue
+        outcomes.append(outcome)
+        if outcome.status in REMOVED:
+            removed.add(step.grant.key)
     report = with_retries(services, verify)(services, case)
     create_markdown_artifact(
         key=f"evidence-{case.id[:12]}",
@@ -356,14 +372,9 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
             services,
             case,
             "; ".join(failures) or "access remains after revocation",
-            done=[o.grant.label for o in outcomes],
-            not_done=[*failures, *(g.label for g in report.remaining)],
+            done=[o.grant.label.text for o in outcomes],
+            not_done=[*failures, *(g.label.text for g in report.remaining)],
         )
     set_status(services.engine, case.id, CaseStatus.COMPLETED, event=Recorded("case.completed"))
     notify.completed(services, case, record, outcomes, report)
     return CaseStatus.COMPLETED.value
-
-
-def _outcome_of(grant: AccessGrant, step: RevocationStep) -> Outcome:
-    status = OutcomeStatus.REVOKED if step.status == StepStatus.DONE else OutcomeStatus.ALREADY_DONE
-    return Outcome(grant=grant, status=status, detail=step.detail)

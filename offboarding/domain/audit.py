@@ -100,7 +100,19 @@ def append(
     )
     event.hash = event_hash(event)
     session.add(event)
+    session.info.setdefault(_APPENDED, []).append(event)
     return event
+
+
+_APPENDED = "offboarding.audit.appended"
+
+
+def _log_committed(session: Session) -> None:
+    """One log line per event that just became part of the chain (never before commit)."""
+    for event in session.info.pop(_APPENDED, []):
+        log.info(
+            "audit", action=event.action, outcome=event.outcome, actor=event.actor, seq=event.seq
+        )
 
 
 def backoff(attempt: int) -> None:
@@ -120,9 +132,11 @@ def in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
                 session.commit()
             except IntegrityError as exc:
                 session.rollback()
+                session.info.pop(_APPENDED, None)
                 last = exc
                 backoff(attempt)
                 continue
+            _log_committed(session)
             return result
     raise RuntimeError(f"could not complete a transaction: too much contention ({last})")
 
@@ -156,6 +170,7 @@ def record(
                 session.commit()
             except IntegrityError:
                 session.rollback()
+                session.info.pop(_APPENDED, None)
                 if (
                     once_key is not None
                     and session.exec(
@@ -165,7 +180,7 @@ def record(
                     return None
                 backoff(attempt)  # someone else took this position (SQLite): go again
                 continue
-            log.info("audit", action=action, outcome=outcome, actor=actor, seq=event.seq)
+            _log_committed(session)
             return event
     raise RuntimeError("could not append to the audit log: too much contention")
 

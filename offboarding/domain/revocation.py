@@ -1,10 +1,16 @@
-"""Inventory, plan storage, revocation and verification across the configured connectors."""
+"""Inventory, plan storage, revocation and verification across the configured connectors.
+
+A step whose grant cascades from another grant of the plan is not sent to the connector
+once that parent is gone: it is recorded as cascaded (stored as already done, with the
+audit outcome "cascaded"). If the parent failed, the step is revoked on its own.
+Verification reads everything back, cascaded grants included.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -28,7 +34,7 @@ from offboarding.domain.models import (
     StepStatus,
     utcnow,
 )
-from offboarding.domain.plan import RevocationPlan, build_plan
+from offboarding.domain.plan import PlanStep, RevocationPlan, build_plan
 from offboarding.domain.policy import Policy
 
 log = structlog.get_logger(__name__)
@@ -65,7 +71,12 @@ def store_plan(
     """Store the plan as the case's next version (older pending ones are superseded),
     with its audit event, in one transaction."""
     plan = build_plan(
-        case_id=case.id, leaver=leaver, grants=grants, policy=services.rules, urgent=case.urgent
+        case_id=case.id,
+        leaver=leaver,
+        grants=grants,
+        policy=services.rules,
+        urgent=case.urgent,
+        capabilities={name: c.capabilities for name, c in services.connectors.items()},
     )
 
     def store(session: Session) -> RevocationPlanRecord:
@@ -109,8 +120,11 @@ def record_step(
     grant: AccessGrant,
     status: StepStatus,
     detail: str,
+    action: str = "",
+    outcome: str | None = None,
 ) -> None:
-    """What happened to one grant, and its audit event, in one transaction."""
+    """What happened to one grant, and its audit event (`outcome`: the status unless
+    said otherwise), in one transaction."""
 
     def store(session: Session) -> None:
         step = session.exec(
@@ -118,7 +132,11 @@ def record_step(
                 RevocationStep.plan_id == plan_id, RevocationStep.grant_key == grant.key
             )
         ).first() or RevocationStep(
-            case_id=case_id, plan_id=plan_id, grant_key=grant.key, label=grant.label, status=status
+            case_id=case_id,
+            plan_id=plan_id,
+            grant_key=grant.key,
+            label=grant.label.text,
+            status=status,
         )
         step.status = status
         step.detail = detail
@@ -128,9 +146,9 @@ def record_step(
             session,
             action="revocation.step",
             actor=f"connector:{grant.connector}",
-            outcome=status.value,
+            outcome=outcome or status.value,
             case_id=case_id,
-            details={"grant": grant.key, "detail": detail},
+            details={"grant": grant.key, "action": action, "detail": detail},
         )
 
     audit.in_transaction(services.engine, store)
@@ -140,18 +158,28 @@ _STEP_STATUS = {
     OutcomeStatus.REVOKED: StepStatus.DONE,
     OutcomeStatus.ALREADY_DONE: StepStatus.ALREADY_DONE,
     OutcomeStatus.DRY_RUN: StepStatus.DRY_RUN,
+    OutcomeStatus.CASCADED: StepStatus.ALREADY_DONE,  # nothing left to do; the audit says why
 }
+# Outcomes after which a grant, and what cascades from it, is gone.
+REMOVED = frozenset({OutcomeStatus.REVOKED, OutcomeStatus.ALREADY_DONE, OutcomeStatus.CASCADED})
+CASCADED_DETAIL = "cascaded: removed together with {parent}"
 
 
 def revoke_one(
-    services: RevocationPorts, *, case_id: str, plan_id: str, grant: AccessGrant
+    services: RevocationPorts,
+    *,
+    case_id: str,
+    plan_id: str,
+    grant: AccessGrant,
+    action: str | None = None,
 ) -> Outcome:
-    """Revoke one grant and record it. Connector errors propagate (after being recorded)."""
+    """Take `action` (the kind's default when None) on one grant and record it. Connector
+    errors propagate (after being recorded)."""
     connector = services.connectors[grant.connector]
     try:
-        outcome = connector.revoke(grant)
+        outcome = connector.revoke(grant, action)
     except AlreadyDone as exc:
-        outcome = Outcome(grant=grant, status=OutcomeStatus.ALREADY_DONE, detail=str(exc))
+        outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc), action or "")
     except Exception as exc:
         record_step(
             services,
@@ -169,8 +197,49 @@ def revoke_one(
         grant=grant,
         status=_STEP_STATUS[outcome.status],
         detail=outcome.detail,
+        action=outcome.action,
     )
     return outcome
+
+
+def revoke_step(
+    services: RevocationPorts,
+    *,
+    case_id: str,
+    plan_id: str,
+    step: PlanStep,
+    removed: Collection[str] = (),
+) -> Outcome:
+    """Take one plan step. A cascaded step whose parent is in `removed` (keys of grants
+    whose step ended revoked, already done or cascaded) is recorded, not sent."""
+    if step.cascades_from is None or step.cascades_from not in removed:
+        return revoke_one(
+            services, case_id=case_id, plan_id=plan_id, grant=step.grant, action=step.action
+        )
+    detail = CASCADED_DETAIL.format(parent=step.cascades_from)
+    record_step(
+        services,
+        case_id=case_id,
+        plan_id=plan_id,
+        grant=step.grant,
+        status=_STEP_STATUS[OutcomeStatus.CASCADED],
+        detail=detail,
+        action=step.action,
+        outcome=OutcomeStatus.CASCADED.value,
+    )
+    log.info("grant cascaded", connector=step.grant.connector, grant=step.grant.key)
+    return Outcome(step.grant, OutcomeStatus.CASCADED, detail, step.action)
+
+
+def recorded_outcome(step: PlanStep, record: RevocationStep) -> Outcome:
+    """The outcome of a step done by an earlier run (a run recovered after a crash)."""
+    if record.status == StepStatus.DONE:
+        status = OutcomeStatus.REVOKED
+    elif step.cascaded and record.detail.startswith(CASCADED_DETAIL.split("{", 1)[0]):
+        status = OutcomeStatus.CASCADED
+    else:
+        status = OutcomeStatus.ALREADY_DONE
+    return Outcome(step.grant, status, record.detail, step.action)
 
 
 @dataclass(frozen=True)
@@ -199,13 +268,34 @@ def verify_all(services: RevocationPorts, case_id: str, leaver: Leaver) -> Verif
             name: {
                 "remaining": [g.key for g in v.remaining],
                 "checks": [
-                    {"name": c.name, "passed": c.passed, "detail": c.detail} for c in v.checks
+                    {
+                        "check": c.name.id,
+                        "name": c.name.text,
+                        "passed": c.passed,
+                        "detail": c.detail.text if c.detail else "",
+                    }
+                    for c in v.checks
                 ],
             }
             for name, v in results.items()
         },
     )
     return report
+
+
+def check_rows(report: VerificationReport) -> list[dict[str, Any]]:
+    """Every check, per connector, as templates show it (the `say` filter renders the
+    messages in the reader's language)."""
+    return [
+        {
+            "connector": name,
+            "name": check.name,
+            "passed": check.passed,
+            "detail": check.detail or "",
+        }
+        for name, verification in report.by_connector.items()
+        for check in verification.checks
+    ]
 
 
 def steps_of(services: RevocationPorts, plan_id: str) -> list[RevocationStep]:

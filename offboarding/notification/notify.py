@@ -10,7 +10,7 @@ from offboarding.domain import audit
 from offboarding.domain.cases import decisions_on, leaver_view
 from offboarding.domain.models import Case, RevocationPlanRecord, utcnow
 from offboarding.domain.plan import describe_outcome
-from offboarding.domain.revocation import VerificationReport
+from offboarding.domain.revocation import VerificationReport, check_rows
 from offboarding.domain.text import markdown_escape
 from offboarding.notification.mail import OutgoingEmail
 from offboarding.notification.ports import NotifyPorts
@@ -139,11 +139,8 @@ def needs_attention(
 
 
 def _checks(report: VerificationReport) -> list[dict[str, Any]]:
-    return [
-        {"name": f"{name}: {check.name}", "passed": check.passed, "detail": check.detail}
-        for name, verification in report.by_connector.items()
-        for check in verification.checks
-    ]
+    """The checks per connector; their names and details are rendered per reader (`say`)."""
+    return check_rows(report)
 
 
 def evidence_markdown(

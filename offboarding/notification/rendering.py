@@ -11,6 +11,12 @@ their words come from the flat message catalogs ``pages/messages.{lang}.json``,
 injected as ``t`` together with ``lang``. The catalogs carry the same keys, so
 the Dutch and English pages cannot drift apart in structure.
 
+What connectors say (grant labels, check names and details) arrives as a structured
+``connectors.base.Message``; the catalogs ``connectors/messages.{lang}.json`` translate
+its id, merged into ``t``. The ``say`` filter renders one (a message without a catalog
+entry falls back to its own English text), ``describe`` renders a plan step or outcome,
+``kind_label`` and ``action_label`` its kind and action.
+
 Every value a template prints passes ``finalize`` first, because names and other text
 come from people and directories (see ``offboarding.domain.text``): it is put on one line
 without invisible controls, and in Markdown templates (``*.md``) its Markdown is
@@ -32,6 +38,7 @@ import jinja2
 from jinja2.runtime import Context
 from markupsafe import Markup
 
+from connectors.base import Message, format_message
 from offboarding.domain.text import markdown_escape, safe_display, safe_multiline
 
 SUPPORTED_LANGUAGES = ("nl", "en")
@@ -57,6 +64,9 @@ def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
         finalize=finalize,
     )
     env.filters["describe"] = describe
+    env.filters["say"] = say
+    env.filters["kind_label"] = kind_label
+    env.filters["action_label"] = action_label
     env.filters["multiline"] = multiline
     env.filters["md_code"] = md_code
     return env
@@ -111,17 +121,49 @@ def md_code(value: object) -> Prepared:
     return Prepared(f"{fence}{padding}{text}{padding}{fence}")
 
 
+def say(value: object, messages: Mapping[str, str]) -> str:
+    """A connector's message in the reader's language: its id's phrase from the catalog,
+    filled with its parameters; its own English text when the catalog has no such id.
+    Plain text (and nothing) is shown as it is."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    message = value if isinstance(value, Message) else Message.model_validate(value)
+    phrase = messages.get(message.id) if message.id else None
+    if phrase is None:
+        return message.text
+    return format_message(phrase, message.params)
+
+
 def describe(item: Mapping[str, Any], messages: Mapping[str, str]) -> str:
     """A plan step or outcome in the reader's language: "Lid van developers".
 
-    Uses the catalog's ``describe.<kind>`` phrase with the step's short ``name``; falls
-    back to the connector's own label for kinds the catalog does not know.
+    Renders the connector's structured ``message`` (see ``say``); items without one (older
+    stored rows) use the catalog's ``describe.<kind>`` phrase with the short ``name``, else
+    their ``label``.
     """
+    if item.get("message"):
+        return say(item["message"], messages)
     phrase = messages.get(f"describe.{item.get('kind')}")
     name = item.get("name")
     if phrase and name:
         return phrase % {"name": name}
     return str(item.get("label", ""))
+
+
+def kind_label(item: Mapping[str, Any], messages: Mapping[str, str]) -> str:
+    """What kind of access a step is, in the reader's language: the catalog's name for the
+    connector's kind, else for its effect (the closed set the core knows), else the kind."""
+    kind = str(item.get("kind", ""))
+    found = messages.get(f"plan.kind.{kind}") or messages.get(f"plan.effect.{item.get('effect')}")
+    return found or kind
+
+
+def action_label(item: Mapping[str, Any], messages: Mapping[str, str]) -> str:
+    """What the step does, in the reader's language ("goes with ..." for a cascaded step)."""
+    if item.get("parent"):
+        return messages.get("plan.action.cascaded", "goes with the access above")
+    action = str(item.get("action", ""))
+    return messages.get(f"plan.action.{action}", action)
 
 
 def pick_language(preferred: str | None, default: str) -> str:
@@ -196,11 +238,23 @@ def render_email(
 
 
 def load_messages(env: jinja2.Environment, language: str) -> dict[str, str]:
-    """The page message catalog ``pages/messages.{language}.json``."""
+    """The page message catalog ``pages/messages.{language}.json``, with what connectors
+    say (``connectors/messages.{language}.json``) merged in."""
     _check_language(language)
+    pages = _catalog(env, f"pages/messages.{language}.json")
+    try:
+        connectors = _catalog(env, f"connectors/messages.{language}.json")
+    except jinja2.TemplateNotFound:
+        connectors = {}
+    clash = sorted(pages.keys() & connectors.keys())
+    if clash:
+        raise ValueError(f"connectors/messages.{language}.json reuses page keys: {clash}")
+    return {**pages, **connectors}
+
+
+def _catalog(env: jinja2.Environment, name: str) -> dict[str, str]:
     if env.loader is None:
         raise ValueError("the template environment has no loader")
-    name = f"pages/messages.{language}.json"
     source, _, _ = env.loader.get_source(env, name)
     messages = json.loads(source)
     if not isinstance(messages, dict) or not all(

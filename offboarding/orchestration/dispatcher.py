@@ -373,8 +373,8 @@ def progress(services: Services, case_id: str) -> tuple[list[str], list[str]]:
             )
             if step.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
         }
-    done = [s.grant.label for s in plan.steps if s.grant.key in finished]
-    not_done = [s.grant.label for s in plan.steps if s.grant.key not in finished]
+    done = [s.grant.label.text for s in plan.steps if s.grant.key in finished]
+    not_done = [s.grant.label.text for s in plan.steps if s.grant.key not in finished]
     if record.status == PlanStatus.PENDING:
         not_done.insert(0, "second-manager approval")
     return done, not_done

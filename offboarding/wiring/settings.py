@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from connectors.config import resolve_sources
+from connectors.registry import secret_settings
 from offboarding.domain.policy import Policy
 
 DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
@@ -64,6 +66,7 @@ class Settings(BaseSettings):
         env_prefix="OFFBOARDING_",
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # a settings error never echoes a value (it may be a secret)
     )
 
     env: Literal["development", "demo", "production"] = "development"
@@ -129,24 +132,36 @@ class Settings(BaseSettings):
     @field_validator("connectors")
     @classmethod
     def _named_connectors(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each connector named (default: its kind; "directory" for ldap), names unique, and
+        its secrets read from where the config points (`<secret>_env`, `<secret>_file`,
+        `"env:NAME"`; see `connectors.config`). The rest is checked by the connector's own
+        typed config when it is built (`offboarding check`, start-up)."""
         names: set[str] = set()
         for index, config in enumerate(value):
             if "kind" not in config:
                 raise ValueError(f'connector #{index + 1} needs a kind (e.g. kind = "ldap")')
             config.setdefault("name", config["kind"] if config["kind"] != "ldap" else "directory")
-            for key, item in list(config.items()):
-                if isinstance(item, str) and item.startswith("env:"):
-                    variable = item[4:]
-                    if variable not in os.environ:
-                        raise ValueError(
-                            f"connector {config['name']!r}: {key} refers to the environment "
-                            f"variable {variable}, which is not set"
-                        )
-                    config[key] = os.environ[variable]
+            resolved = resolve_sources(config, secret_settings(config["kind"]))
+            config.clear()
+            config.update(resolved)
             if config["name"] in names:
                 raise ValueError(f"two connectors are named {config['name']!r}; names must differ")
             names.add(config["name"])
         return value
+
+    @model_validator(mode="after")
+    def _policy_reaches_connectors(self) -> Settings:
+        """The policy's disable-or-delete choice is handed to the connector it names (as its
+        `on_leave` setting), so what it lists and checks fits what the plan will do."""
+        names = [c["name"] for c in self.connectors]
+        for name, choice in self.policy.on_leave.items():
+            if name not in names:
+                raise ValueError(
+                    f"[policy.on_leave] names connector {name!r}, which is not configured; "
+                    f"configured: {', '.join(names) or 'none'}"
+                )
+            self.connector_config(name)["on_leave"] = choice.value
+        return self
 
     @field_validator("instance")
     @classmethod

@@ -39,6 +39,21 @@ def ldap_config(directory: LocalDirectory, demo_org: DemoOrg) -> dict[str, Any]:
     return directory.connector_config(managers_group=demo_org.managers_group_dn)
 
 
+def directory_state(directory: LocalDirectory) -> dict[str, dict[str, list[bytes]]]:
+    """Every entry under the suffix with all its attributes, operational ones included
+    (modifyTimestamp, pwdChangedTime, ...), as the rootdn reads it: what a write changes."""
+    conn = directory.admin_connection()
+    try:
+        conn.search(directory.suffix, "(objectClass=*)", attributes=["*", "+"])
+        return {
+            item["dn"]: {name: sorted(values) for name, values in item["raw_attributes"].items()}
+            for item in conn.response
+            if item.get("type") == "searchResEntry"
+        }
+    finally:
+        conn.unbind()
+
+
 @pytest.fixture
 def demo_leaver(demo_org: DemoOrg) -> Leaver:
     return Leaver(

@@ -1,8 +1,9 @@
 """A real SCIM 2.0 server for the tests: scim2-server, in memory, served on 127.0.0.1.
 
 The server is scim2-server's own test application (`BearerTokenApplication`: a static
-Bearer token; wrong or missing tokens get 401), under the threaded wsgiref server its
-`scim2-server` command uses. It starts in a few milliseconds, so every test gets its own.
+Bearer token; wrong or missing tokens get 401), served as the demo serves its SCIM app
+(`demo.scim_app`: the threaded wsgiref server of the `scim2-server` command). It starts in
+a few milliseconds, so every test gets its own.
 
 `PeerApplication` adds what the tests need to watch or provoke at the server:
 
@@ -18,31 +19,22 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from http import HTTPStatus
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
-from scim2_models import ETag, ScimProvider
+from scim2_models import ScimProvider
 from scim2_server.memory import InMemoryStorage
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
-from scim2_server.testserver.application import BEARER_TOKEN_SCHEME, BearerTokenApplication
-from scim2_server.utils import (
-    load_default_resource_types,
-    load_default_schemas,
-    load_default_service_provider_config,
-)
+from scim2_server.testserver.application import BearerTokenApplication
 
 from connectors.base import Leaver
-from offboarding.wiring.processes import free_port
+from demo.scim_app import ServedApp, provider, serve
 
 TOKEN = "scim-test-token-0f6c"  # a throwaway token for a throwaway server
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -63,15 +55,6 @@ class Seen:
     query: dict[str, str]
     if_match: str | None
     body: Any
-
-
-class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 class PeerApplication(BearerTokenApplication):
@@ -174,6 +157,23 @@ def answer_with(
     return intercept
 
 
+def answer_once(
+    status: int, *, retry_after: str | None = None, method: str | None = None
+) -> Interceptor:
+    """Answer the next request (with `method`) with `status`, then serve as usual."""
+    answer = answer_with(status, retry_after=retry_after, method=method)
+    done = [False]
+
+    def intercept(app: PeerApplication, request: ScimRequest) -> ScimResponse | None:
+        if done[0]:
+            return None
+        response = answer(app, request)
+        done[0] = response is not None
+        return response
+
+    return intercept
+
+
 def concurrent_writer(times: int = 1) -> Interceptor:
     """Another client changes the resource just before each of the next `times` conditional
     writes arrives, so their If-Match no longer matches."""
@@ -201,9 +201,7 @@ def concurrent_writer(times: int = 1) -> Interceptor:
 class ScimPeer:
     base_url: str
     application: PeerApplication
-    server: ThreadingWSGIServer
-    thread: threading.Thread
-    stopped: bool = False
+    served: ServedApp
     token: str = TOKEN
     ca_file: Path | None = None
     _admin: httpx.Client | None = None
@@ -247,31 +245,27 @@ class ScimPeer:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
+    def state(self) -> dict[str, Any]:
+        """Every user and group as the server holds them now, versions included."""
+        found = {}
+        for endpoint in ("Users", "Groups"):
+            response = self.client().get(endpoint, params={"count": "1000"})
+            assert response.status_code == 200, response.text
+            found[endpoint] = sorted(
+                response.json().get("Resources", []), key=lambda resource: resource["id"]
+            )
+        return found
+
     def member_ids(self, group_id: str) -> set[str]:
         group = self.get(f"Groups/{group_id}")
         assert group is not None
         return {m["value"] for m in group.get("members", [])}
 
     def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
+        if not self.served.stopped:
             if self._admin is not None:
                 self._admin.close()
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join()
-
-
-@cache
-def provider(*, etag: bool) -> ScimProvider:
-    """The service description (RFC 7643 schemas, Bearer tokens). Immutable, so shared:
-    building its models takes a quarter of a second."""
-    config = load_default_service_provider_config()
-    config.etag = ETag(supported=etag)
-    config.authentication_schemes = [BEARER_TOKEN_SCHEME]
-    return ScimProvider.from_discovery(
-        load_default_schemas().values(), load_default_resource_types().values(), config=config
-    )
+            self.served.stop()
 
 
 @contextmanager
@@ -280,25 +274,8 @@ def running_peer(
 ) -> Iterator[ScimPeer]:
     """A fresh server; `tls` ({"ca", "cert", "key"} files) serves https instead of http."""
     application = PeerApplication(provider(etag=etag), groups_attribute=groups_attribute)
-    port = free_port()
-    server = make_server(
-        "127.0.0.1",
-        port,
-        application,
-        server_class=ThreadingWSGIServer,
-        handler_class=QuietHandler,
-    )
-    scheme = "http"
-    if tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls["cert"], tls["key"])
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        scheme = "https"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    peer = ScimPeer(f"{scheme}://127.0.0.1:{port}/v2", application, server, thread)
+    served = serve(application, tls=(tls["cert"], tls["key"]) if tls else None)
+    peer = ScimPeer(served.base_url, application, served)
     peer.ca_file = tls["ca"] if tls else None
     try:
         yield peer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,30 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from connectors.base import (
-    GrantKind,
+    DELETE,
+    Effect,
     Leaver,
     OutcomeStatus,
     PermanentError,
     SubjectNotFound,
     TransientError,
+    UnsupportedAction,
 )
-from connectors.ldap import LdapConfig, LdapConnector, build_tls, from_config, people_from_config
+from connectors.ldap import (
+    ACCOUNT,
+    GROUP,
+    PASSWORD,
+    LdapConfig,
+    LdapConnector,
+    build_tls,
+    from_config,
+    people_from_config,
+)
 from connectors.ldap_people import normalise_language
 from connectors.registry import build_connector, build_people_directory
 from connectors.testing import ConnectorConformance
 from demo.directory import DemoOrg, LocalDirectory, free_port, seed_demo_org
+from tests.connectors.conftest import directory_state
 
 
 class TestLdapConformance(ConnectorConformance):
@@ -39,6 +52,10 @@ class TestLdapConformance(ConnectorConformance):
     @pytest.fixture
     def leaver(self, demo_leaver: Leaver) -> Leaver:
         return demo_leaver
+
+    @pytest.fixture
+    def peer_state(self, directory: LocalDirectory) -> Callable[[], Any]:
+        return lambda: directory_state(directory)
 
 
 # -- helpers: look at the real server ---------------------------------------------------
@@ -62,13 +79,11 @@ def can_bind(directory: LocalDirectory, dn: str, password: str) -> bool:
         conn.unbind()
 
 
-def grant_of(
-    connector: LdapConnector, leaver: Leaver, kind: GrantKind, target: str | None = None
-) -> Any:
+def grant_of(connector: LdapConnector, leaver: Leaver, kind: str, target: str | None = None) -> Any:
     return next(
         g
         for g in connector.inventory(leaver)
-        if g.kind is kind and (target is None or g.target == target)
+        if g.kind == kind and (target is None or g.target == target)
     )
 
 
@@ -84,11 +99,52 @@ def test_inventory_lists_account_password_and_every_group(
     connector: LdapConnector, demo_leaver: Leaver, demo_org: DemoOrg
 ) -> None:
     grants = connector.inventory(demo_leaver)
-    assert [g.kind for g in grants[:2]] == [GrantKind.ACCOUNT, GrantKind.CREDENTIAL]
+    assert [g.kind for g in grants[:2]] == [ACCOUNT, PASSWORD]
     assert {g.account for g in grants} == {demo_org.leaver_dn}
-    memberships = [g.target for g in grants if g.kind is GrantKind.MEMBERSHIP]
+    memberships = [g.target for g in grants if g.kind == GROUP]
     assert memberships == demo_org.leaver_group_dns
-    assert "Member of cn=deploy" in [g.label for g in grants]
+    assert "Member of deploy" in [g.label.text for g in grants]
+    assert [g.effect for g in grants[:2]] == [Effect.SIGN_IN, Effect.CREDENTIAL]
+
+
+def test_grants_carry_the_entry_uuid(
+    connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver, demo_org: DemoOrg
+) -> None:
+    uuids = {
+        dn: entry["entryUUID"][0].decode()
+        for dn, entry in directory_state(directory).items()
+        if dn == demo_org.leaver_dn or dn in demo_org.leaver_group_dns
+    }
+    grants = connector.inventory(demo_leaver)
+    assert {g.system_id for g in grants} == set(uuids.values())
+    assert grants[0].key == f"directory|account|{uuids[demo_org.leaver_dn]}"
+    assert all(g.revoke_data["account_uuid"] == uuids[demo_org.leaver_dn] for g in grants)
+
+
+def test_a_renamed_account_is_still_found_by_its_uuid(
+    connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver, demo_org: DemoOrg
+) -> None:
+    account = grant_of(connector, demo_leaver, ACCOUNT)
+    conn = directory.admin_connection()
+    assert conn.modify_dn(demo_org.leaver_dn, "uid=jdevries-old")
+    conn.unbind()
+    assert connector.revoke(account).status is OutcomeStatus.REVOKED
+    renamed = f"uid=jdevries-old,{directory.users_base}"
+    assert read_entry(directory, renamed, ["pwdAccountLockedTime"]) == {
+        "pwdAccountLockedTime": ["000001010000Z"]
+    }
+
+
+def test_delete_is_not_supported_and_refused_with_a_clear_error(
+    connector: LdapConnector, ldap_config: dict[str, Any], demo_leaver: Leaver
+) -> None:
+    capability = connector.capabilities.of(ACCOUNT)
+    assert capability is not None and DELETE not in capability.actions
+    with pytest.raises(UnsupportedAction, match="cannot 'delete' a grant of kind 'account'"):
+        connector.revoke(grant_of(connector, demo_leaver, ACCOUNT), DELETE)
+    with pytest.raises(ValidationError, match="cannot delete them") as raised:
+        build_connector({**ldap_config, "on_leave": "delete"})
+    assert "connector 'directory' (kind ldap)" in str(raised.value)
 
 
 @pytest.mark.parametrize("hostile", ["*", "*)(uid=*", "E1042)(|(employeeNumber=*", "\\2a"])
@@ -132,13 +188,13 @@ def test_lock_refuses_the_original_password(
     demo_org: DemoOrg,
 ) -> None:
     assert can_bind(directory, demo_org.leaver_dn, user_password)
-    outcome = connector.revoke(grant_of(connector, demo_leaver, GrantKind.ACCOUNT))
+    outcome = connector.revoke(grant_of(connector, demo_leaver, ACCOUNT))
     assert outcome.status is OutcomeStatus.REVOKED
     assert read_entry(directory, demo_org.leaver_dn, ["pwdAccountLockedTime"]) == {
         "pwdAccountLockedTime": ["000001010000Z"]
     }
     assert not can_bind(directory, demo_org.leaver_dn, user_password)
-    assert connector.inventory(demo_leaver)[0].kind is GrantKind.CREDENTIAL
+    assert connector.inventory(demo_leaver)[0].kind is PASSWORD
 
 
 def test_password_replacement_refuses_the_original_password(
@@ -149,7 +205,7 @@ def test_password_replacement_refuses_the_original_password(
     demo_org: DemoOrg,
 ) -> None:
     with capture_logs() as logs:
-        outcome = connector.revoke(grant_of(connector, demo_leaver, GrantKind.CREDENTIAL))
+        outcome = connector.revoke(grant_of(connector, demo_leaver, PASSWORD))
     assert outcome.status is OutcomeStatus.REVOKED
     assert not can_bind(directory, demo_org.leaver_dn, user_password)
     assert read_entry(directory, demo_org.leaver_dn, ["pwdReset"]) == {"pwdReset": ["TRUE"]}
@@ -175,7 +231,7 @@ def test_posix_group_member_uid_is_removed(
     connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver, demo_org: DemoOrg
 ) -> None:
     deploy = f"cn=deploy,{directory.groups_base}"
-    outcome = connector.revoke(grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, deploy))
+    outcome = connector.revoke(grant_of(connector, demo_leaver, GROUP, deploy))
     assert outcome.status is OutcomeStatus.REVOKED
     assert sorted(read_entry(directory, deploy, ["memberUid"])["memberUid"]) == [
         "bmulder",
@@ -196,7 +252,7 @@ def test_group_holding_both_member_and_member_uid(
     )
     conn.modify(hybrid, {"memberUid": [(ldap3.MODIFY_ADD, ["jdevries", "lsmit"])]})
     conn.unbind()
-    grant = grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, hybrid)
+    grant = grant_of(connector, demo_leaver, GROUP, hybrid)
     assert connector.revoke(grant).status is OutcomeStatus.REVOKED
     assert read_entry(directory, hybrid, ["member", "memberUid"]) == {
         "member": [f"uid=lsmit,{directory.users_base}"],
@@ -209,7 +265,7 @@ def test_group_of_names_member_and_member_of_are_removed(
     connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver, demo_org: DemoOrg
 ) -> None:
     developers = f"cn=developers,{directory.groups_base}"
-    connector.revoke(grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, developers))
+    connector.revoke(grant_of(connector, demo_leaver, GROUP, developers))
     assert demo_org.leaver_dn not in read_entry(directory, developers, ["member"])["member"]
     assert developers not in read_entry(directory, demo_org.leaver_dn, ["memberOf"])["memberOf"]
 
@@ -218,7 +274,7 @@ def test_last_member_is_replaced_by_the_placeholder(
     connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver
 ) -> None:
     legacy = f"cn=legacy-ftp,{directory.groups_base}"
-    outcome = connector.revoke(grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, legacy))
+    outcome = connector.revoke(grant_of(connector, demo_leaver, GROUP, legacy))
     assert outcome.status is OutcomeStatus.REVOKED
     assert "last" in outcome.detail
     assert read_entry(directory, legacy, ["member"]) == {"member": [""]}
@@ -231,7 +287,7 @@ def test_last_member_with_a_named_placeholder(
     nobody = f"cn=nobody,{directory.suffix}"
     connector = from_config({**ldap_config, "empty_group_placeholder": nobody}, dry_run=False)
     legacy = f"cn=legacy-ftp,{directory.groups_base}"
-    connector.revoke(grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, legacy))
+    connector.revoke(grant_of(connector, demo_leaver, GROUP, legacy))
     assert read_entry(directory, legacy, ["member"]) == {"member": [nobody]}
 
 
@@ -241,7 +297,7 @@ def test_last_member_without_placeholder_is_left_for_a_person(
     connector = from_config({**ldap_config, "empty_group_placeholder": None}, dry_run=False)
     legacy = f"cn=legacy-ftp,{directory.groups_base}"
     with pytest.raises(PermanentError, match="last member of cn=legacy-ftp"):
-        connector.revoke(grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP, legacy))
+        connector.revoke(grant_of(connector, demo_leaver, GROUP, legacy))
     assert read_entry(directory, legacy, ["member"]) == {"member": [demo_org.leaver_dn]}
 
 
@@ -263,7 +319,7 @@ def test_no_secret_is_logged(
 def test_verify_probes_sign_in_after_revoke(connector: LdapConnector, demo_leaver: Leaver) -> None:
     for grant in connector.inventory(demo_leaver):
         connector.revoke(grant)
-    checks = {c.name: c for c in connector.verify(demo_leaver).checks}
+    checks = {c.name.text: c for c in connector.verify(demo_leaver).checks}
     assert checks["sign-in refused"].passed, checks["sign-in refused"].detail
     assert checks["lockout policy enforced"].passed
     assert connector.inventory(demo_leaver) == []  # the probe leaves no credential behind
@@ -283,11 +339,11 @@ def test_missing_lockout_policy_is_reported(
     for grant in connector.inventory(demo_leaver):
         connector.revoke(grant)
     verification = connector.verify(demo_leaver)
-    checks = {c.name: c for c in verification.checks}
+    checks = {c.name.text: c for c in verification.checks}
     assert not checks["lockout policy enforced"].passed
     # without the policy the lock is ignored: the probe signs in, and says so
     assert not checks["sign-in refused"].passed
-    assert "SUCCEEDED" in checks["sign-in refused"].detail
+    assert "SUCCEEDED" in str(checks["sign-in refused"].detail)
     assert not verification.clean
 
 
@@ -311,14 +367,14 @@ def test_verify_before_revoke_does_not_touch_the_password(
 ) -> None:
     dn = f"uid=jdevries,{directory.users_base}"
     stored = read_entry(directory, dn, ["userPassword"])
-    checks = {c.name: c for c in connector.verify(demo_leaver).checks}
+    checks = {c.name.text: c for c in connector.verify(demo_leaver).checks}
     assert not checks["sign-in refused"].passed
-    assert "not attempted" in checks["sign-in refused"].detail
+    assert "not attempted" in str(checks["sign-in refused"].detail)
     assert can_bind(directory, dn, user_password)
 
-    connector.revoke(grant_of(connector, demo_leaver, GrantKind.ACCOUNT))  # locked, not replaced
-    checks = {c.name: c for c in connector.verify(demo_leaver).checks}
-    assert "not attempted" in checks["sign-in refused"].detail
+    connector.revoke(grant_of(connector, demo_leaver, ACCOUNT))  # locked, not replaced
+    checks = {c.name.text: c for c in connector.verify(demo_leaver).checks}
+    assert "not attempted" in str(checks["sign-in refused"].detail)
     assert read_entry(directory, dn, ["userPassword"]) == stored
 
 
@@ -338,7 +394,7 @@ def test_closed_port_is_transient(ldap_config: dict[str, Any], demo_leaver: Leav
 def test_stopped_server_is_transient(
     connector: LdapConnector, directory: LocalDirectory, demo_leaver: Leaver
 ) -> None:
-    grant = grant_of(connector, demo_leaver, GrantKind.ACCOUNT)
+    grant = grant_of(connector, demo_leaver, ACCOUNT)
     directory.stop()
     with pytest.raises(TransientError):
         connector.revoke(grant)
@@ -351,7 +407,7 @@ def test_missing_write_rights_are_permanent(
     demo_leaver: Leaver,
     directory: LocalDirectory,
 ) -> None:
-    grant = grant_of(connector, demo_leaver, GrantKind.MEMBERSHIP)
+    grant = grant_of(connector, demo_leaver, GROUP)
     reader = from_config(
         {
             **ldap_config,

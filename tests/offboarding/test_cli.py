@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import secrets
+import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import ldap3
 import pytest
-from support import decide, wait_for_state
+from support import decide, groups_with, is_locked, text_of, wait_for_state
 
 from demo.directory import LocalDirectory
 from offboarding.wiring.processes import free_port
@@ -110,6 +116,15 @@ def stop_with_ctrl_c(console: Console) -> None:
     assert not [pid for pid in helpers if alive(pid)], "Ctrl-C must stop everything it started"
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            (values[name],) = shlex.split(value)
+    return values
+
+
 def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
     web, prefect = free_port(), free_port()
     real_installation = {  # the demo must not touch a real configuration's databases
@@ -124,6 +139,9 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     )
     console.wait_for(rf"Web app \(HRIS intake, approvals\): http://127.0.0.1:{web}")
     console.wait_for(rf"Prefect UI \(management view\): +http://127.0.0.1:{prefect}")
+    ldap_url = console.wait_for(r"Demo directory: (ldap://\S+)").group(1)
+    scim_url = console.wait_for(r"Demo SCIM app \(Informatiesysteem \(APEX\)\): (http\S+)").group(1)
+    starter = Path(console.wait_for(r"Configuration to start from: (\S+)").group(1))
     console.wait_for(r"Open one approval link as a second manager")
     links = re.findall(
         r"^  \S+@example\.test: (http\S+)$",
@@ -139,13 +157,69 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     ).json()
     flow_run_id = found["id"]
 
+    # the plan, in the email and on the page, names both systems
+    home = tmp_path / "home" / "demo"
+    mails = [
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        for path in (home / "outbox").glob("*.eml")
+    ]
+    (to_lars,) = [m for m in mails if "lsmit@" in str(m["To"])]
+    mail, page = text_of(to_lars), httpx.get(links[1], timeout=30).text  # type: ignore[arg-type]
+    # Informatiesysteem (APEX): two groups and the sign-in; the directory: five groups, more
+    apex_rows = len(re.findall(r"Systee?m: Informatiesysteem \(APEX\)\n", mail))
+    directory_rows = len(re.findall(r"Systee?m: directory\n", mail))
+    assert (apex_rows, directory_rows >= 5) == (3, True), mail
+    assert page.count("<td>Informatiesysteem (APEX)</td>") == 3, page
+    assert page.count("<td>directory</td>") == directory_rows, page
+
     assert decide(links[0], "approve").status_code == 200
     run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED")
     assert run["state"]["type"] == "COMPLETED"
     assert run["name"] == "offboard-E1042-jdevries"
 
+    # the configuration to start from: TOML, no secret in it; secrets.env holds them
+    assert starter == (home / "starter" / "config.toml").resolve()
+    config = tomllib.loads(starter.read_text())
+    secrets_file = starter.with_name("secrets.env")
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    secret_values = read_env_file(secrets_file)
+    assert not [name for name, value in secret_values.items() if value in starter.read_text()]
+    assert not [name for name, value in secret_values.items() if value in console.text]
+    directory, apex = config["connectors"]
+
+    # the SCIM app, read over HTTP: the leaver is inactive and in no group; colleagues stay
+    assert apex["base_url"] == scim_url
+    token = secret_values[apex["token"].removeprefix("env:")]
+    with httpx.Client(
+        base_url=scim_url + "/", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as scim:
+        (jan,) = scim.get("Users", params={"filter": 'userName eq "jdevries@example.test"'}).json()[
+            "Resources"
+        ]
+        groups = scim.get("Groups").json()["Resources"]
+    assert jan["active"] is False
+    assert sorted(g["displayName"] for g in groups) == ["apex-admins", "apex-users"]
+    for group in groups:
+        members = {m["value"] for m in group.get("members", [])}
+        assert members and jan["id"] not in members, group["displayName"]
+
+    # the directory: the leaver is locked and in no group
+    assert directory["url"] == ldap_url
+    conn = ldap3.Connection(
+        ldap3.Server(ldap_url),
+        user=directory["bind_dn"],
+        password=secret_values[directory["bind_password"].removeprefix("env:")],
+        auto_bind=True,
+    )
+    try:
+        leaver_dn = f"uid=jdevries,{directory['users_base']}"
+        assert is_locked(conn, leaver_dn)
+        assert groups_with(conn, directory["groups_base"], leaver_dn, "jdevries") == []
+    finally:
+        conn.unbind()
+
     printed = console.wait_for(r"OFFBOARDING_HOME=(\S+) offboarding audit verify").group(1)
-    assert printed == str(tmp_path / "home" / "demo")  # the demo's data stays apart
+    assert printed == str(home)  # the demo's data stays apart
     audit = subprocess.run(
         [*CLI, "audit", "verify"],
         env={**os.environ, "OFFBOARDING_HOME": printed, "OFFBOARDING_DATABASE_URL": ""},
@@ -156,8 +230,8 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     assert audit.returncode == 0, audit.stderr
     assert "hash chain verified" in audit.stdout
     stop_with_ctrl_c(console)
-    assert (tmp_path / "home" / "demo" / "offboarding.db").is_file()  # SQLite in the data dir
-    assert list((tmp_path / "home" / "demo" / "outbox").glob("*.eml"))
+    assert (home / "offboarding.db").is_file()  # SQLite in the data dir
+    assert list((home / "outbox").glob("*.eml"))
     assert not (tmp_path / "home" / "offboarding.db").exists()
 
 

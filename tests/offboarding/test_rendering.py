@@ -647,24 +647,28 @@ def test_pick_language_refuses_an_unsupported_default() -> None:
 
 
 def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environment) -> None:
-    from connectors.base import AccessGrant, GrantKind, Leaver
+    from connectors.base import AccessGrant, Effect, Leaver, Message
     from offboarding.domain.plan import build_plan
 
     dn = "uid=jdevries,ou=people,dc=example,dc=test"
     grants = [
         AccessGrant(
             connector="directory",
-            kind=GrantKind.MEMBERSHIP,
+            kind="group",
+            effect=Effect.MEMBERSHIP,
+            system_id="5a1c-developers",
             account=dn,
             target="cn=developers,ou=groups,dc=example,dc=test",
-            label="Member of cn=developers",
+            label=Message.of("ldap.grant.group", "Member of %(group)s", group="developers"),
         ),
         AccessGrant(
             connector="directory",
-            kind=GrantKind.ACCOUNT,
+            kind="account",
+            effect=Effect.SIGN_IN,
+            system_id="9e2f-jdevries",
             account=dn,
             target=dn,
-            label="Sign-in to directory account uid=jdevries",
+            label=Message.of("ldap.grant.account", "Sign-in as %(account)s", account="jdevries"),
         ),
     ]
     plan = build_plan(
@@ -676,15 +680,92 @@ def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environmen
     dutch = render_email(env, "approval_request", "nl", context)
     english = render_email(env, "approval_request", "en", context)
     assert "Lid van developers" in dutch.text and "Lid van developers" in dutch.html
-    assert "Aanmelden als jdevries" in dutch.text
+    assert "Aanmelden als jdevries (account, uitschakelen)" in dutch.text
+    assert "Lid van developers (groepslidmaatschap, intrekken)" in dutch.text
     assert "Member of developers" in english.text and "Sign-in as jdevries" in english.html
-    assert "Member of cn=developers" not in dutch.text  # the connector's English label is not used
+    assert "Member of developers" not in dutch.text  # the connector's English text is not used
     page = render_page(
         env, "approval_confirm", "nl", {**page_context("approval_confirm"), "plan": plan.rows()}
     )
-    assert "Lid van developers" in page
+    assert "Lid van developers" in page and "<td>uitschakelen</td>" in page
     unknown = {"kind": "api_token", "name": "x", "label": "GitHub token ghp_…"}
     assert describe(unknown, {"describe.membership": "Lid van %(name)s"}) == "GitHub token ghp_…"
+    third_party = {"message": Message.of("github.grant.team", "Team %(team)s", team="platform")}
+    assert describe(third_party, load_messages(env, "nl")) == "Team platform"  # no catalog entry
+
+
+def test_cascaded_steps_are_shown_under_their_parent(env: jinja2.Environment) -> None:
+    from connectors.base import AccessGrant, Effect, Leaver, Message
+    from offboarding.domain.plan import build_plan
+
+    def grant(kind: str, effect: Effect, name: str, parent: str | None = None) -> AccessGrant:
+        return AccessGrant(
+            connector="github",
+            kind=kind,
+            effect=effect,
+            system_id=name,
+            account="jdevries",
+            target=name,
+            label=Message.of(f"github.grant.{kind}", f"{kind} %(name)s", name=name),
+            cascades_from=parent,
+        )
+
+    org = grant("org", Effect.SIGN_IN, "acme")
+    plan = build_plan(
+        case_id="c1",
+        leaver=Leaver(employee_id="E1042", email="j@x", display_name="Jan"),
+        grants=[grant("team", Effect.MEMBERSHIP, "platform", org.key), org],
+    )
+    assert [row["parent"] for row in plan.rows()] == ["", org.key]
+    context = {**email_context("approval_request"), "plan": plan.rows()}
+    dutch = render_email(env, "approval_request", "nl", context)
+    assert "2. ↳ team platform (lidmaatschap, vervalt met de toegang hierboven)" in dutch.text
+    page = render_page(
+        env, "approval_confirm", "en", {**page_context("approval_confirm"), "plan": plan.rows()}
+    )
+    assert '<tr class="cascaded">' in page and "goes with the access above" in page
+
+
+def test_check_lines_are_in_the_readers_language(env: jinja2.Environment) -> None:
+    from connectors.base import Message
+
+    checks = [
+        {
+            "connector": "directory",
+            "name": Message.of("ldap.check.lockout_policy", "lockout policy enforced"),
+            "passed": True,
+            "detail": Message.of(
+                "ldap.detail.policy_ok", "%(policy)s has pwdLockout: TRUE", policy="cn=default"
+            ),
+        },
+        {
+            "connector": "vpn",
+            "name": Message.of("vpn.check.cert", "certificate revoked"),
+            "passed": True,
+            "detail": "",
+        },
+    ]
+    context = email_context("case_completed", checks=checks)
+    dutch = render_email(env, "case_completed", "nl", context)
+    assert "directory: blokkeerbeleid actief \u2013 cn=default heeft pwdLockout: TRUE" in dutch.text
+    assert "lockout policy" not in dutch.text and "blokkeerbeleid actief" in dutch.html
+    assert "vpn: certificate revoked" in dutch.text  # a message without a catalog entry
+    english = render_email(env, "case_completed", "en", context)
+    line = "directory: lockout policy enforced \u2013 cn=default has pwdLockout: TRUE"
+    assert line in english.text
+
+
+def test_connector_catalogs_have_the_same_ids(env: jinja2.Environment) -> None:
+    import json
+
+    catalogs = {
+        lang: json.loads((default_templates_dir() / f"connectors/messages.{lang}.json").read_text())
+        for lang in ("en", "nl")
+    }
+    assert catalogs["en"].keys() == catalogs["nl"].keys()
+    for key, english in catalogs["en"].items():
+        params = sorted(re.findall(r"%\((\w+)\)s", english))
+        assert sorted(re.findall(r"%\((\w+)\)s", catalogs["nl"][key])) == params, key
 
 
 # --- names that try to look like something else -------------------------------------------

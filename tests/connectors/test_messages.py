@@ -1,0 +1,61 @@
+"""What the built-in connectors say to people is in both message catalogs, and the English
+catalog says exactly what the connector's own fallback text says."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from connectors.base import Message
+from offboarding.notification.rendering import default_templates_dir
+
+CONNECTORS = Path(__file__).resolve().parents[2] / "connectors"
+
+
+def said_by_connectors() -> dict[str, str]:
+    """Every `Message.of("id", "default", ...)` in connectors/, by id."""
+    found: dict[str, str] = {}
+    for module in sorted(CONNECTORS.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "of"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "Message"
+            ):
+                key, default = (ast.literal_eval(arg) for arg in node.args[:2])
+                assert found.get(key, default) == default, f"{key} has two default texts"
+                found[key] = default
+    return found
+
+
+def catalog(language: str) -> dict[str, str]:
+    path = default_templates_dir() / f"connectors/messages.{language}.json"
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def params(phrase: str) -> list[str]:
+    return sorted(re.findall(r"%\((\w+)\)s", phrase))
+
+
+def test_the_english_catalog_is_the_connectors_own_text() -> None:
+    assert catalog("en") == said_by_connectors()
+
+
+@pytest.mark.parametrize("language", ["nl"])
+def test_every_message_is_translated_with_the_same_parameters(language: str) -> None:
+    english, translated = catalog("en"), catalog(language)
+    assert translated.keys() == english.keys()
+    for key, phrase in english.items():
+        assert params(translated[key]) == params(phrase), key
+
+
+def test_a_message_without_parameters_keeps_its_percent_signs() -> None:
+    assert Message.plain("100% done").text == "100% done"
+    assert Message.of("x", "%(n)s of 100%%", n="5").text == "5 of 100%"
+    assert Message.of("x", "%(missing)s", n="5").text == "%(missing)s"  # never raises
