@@ -12,12 +12,15 @@ settings, Prefect or the database: their config and client are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+import structlog
 from pydantic import BaseModel, ConfigDict, model_validator
+
+_log = structlog.get_logger(__name__)
 
 
 class Effect(StrEnum):
@@ -319,3 +322,33 @@ class PeopleDirectory(Protocol):
     def find_person(self, employee_id: str) -> Person | None: ...
 
     def managers(self) -> list[Person]: ...
+
+
+def revoke_step(
+    name: str,
+    capabilities: Capabilities,
+    grant: AccessGrant,
+    action: str | None,
+    perform: Callable[[str], str],
+) -> Outcome:
+    """The part of `revoke` every connector shares: pick the action the grant's kind
+    supports, run `perform(action)` (which returns a detail line), and turn a refused dry-run
+    write or an "already done" into the matching outcome, logged once."""
+    chosen = capabilities.action_for(name, grant, action)
+    try:
+        outcome = Outcome(grant, OutcomeStatus.REVOKED, perform(chosen), chosen)
+    except DryRunRefused:
+        detail = f"dry run: would {chosen} {grant.label}"
+        outcome = Outcome(grant, OutcomeStatus.DRY_RUN, detail, chosen)
+    except AlreadyDone as exc:
+        outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc), chosen)
+    _log.info(
+        "grant revoked",
+        connector=name,
+        kind=grant.kind,
+        action=chosen,
+        account=grant.account,
+        target=grant.target,
+        status=outcome.status.value,
+    )
+    return outcome

@@ -43,16 +43,15 @@ from connectors.base import (
     Capabilities,
     Check,
     ConnectorError,
-    DryRunRefused,
     Effect,
     Health,
     KindCapability,
     Leaver,
     Message,
     Outcome,
-    OutcomeStatus,
     PermanentError,
     Verification,
+    revoke_step,
 )
 from connectors.config import ConnectorKind
 from connectors.ldap_client import (
@@ -138,27 +137,11 @@ class LdapConnector(LdapProofs):
             return self._grants(conn, account)
 
     def revoke(self, grant: AccessGrant, action: str | None = None) -> Outcome:
-        chosen = self.capabilities.action_for(self.name, grant, action)
-        try:
+        def perform(_chosen: str) -> str:  # LDAP has one action per kind
             with self.session() as conn:
-                detail = self._revoke(conn, grant)
-            outcome = Outcome(grant, OutcomeStatus.REVOKED, detail, chosen)
-        except DryRunRefused:
-            outcome = Outcome(
-                grant, OutcomeStatus.DRY_RUN, f"dry run: would {chosen} {grant.label}", chosen
-            )
-        except AlreadyDone as exc:
-            outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc), chosen)
-        log.info(
-            "grant revoked",
-            connector=self.name,
-            kind=grant.kind,
-            action=chosen,
-            account=grant.account,
-            target=grant.target,
-            status=outcome.status.value,
-        )
-        return outcome
+                return self._revoke(conn, grant)
+
+        return revoke_step(self.name, self.capabilities, grant, action, perform)
 
     def verify(self, leaver: Leaver) -> Verification:
         with self.session() as conn:

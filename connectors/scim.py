@@ -34,21 +34,19 @@ from connectors.base import (
     DISABLE,
     REMOVE,
     AccessGrant,
-    AlreadyDone,
     Capabilities,
     Check,
     ConnectorError,
-    DryRunRefused,
     Effect,
     Health,
     KindCapability,
     Leaver,
     Message,
     Outcome,
-    OutcomeStatus,
     PermanentError,
     SubjectNotFound,
     Verification,
+    revoke_step,
 )
 from connectors.config import ConnectorKind
 from connectors.scim_client import ScimConfig, filter_string, member_filter, resource_path
@@ -142,27 +140,11 @@ class ScimConnector(ScimWrites):
             return self._grants(user, self._memberships(client, user)[0])
 
     def revoke(self, grant: AccessGrant, action: str | None = None) -> Outcome:
-        chosen = self.capabilities.action_for(self.name, grant, action)
-        try:
+        def perform(chosen: str) -> str:
             with self.session() as client:
-                detail = self._revoke(client, grant, chosen)
-            outcome = Outcome(grant, OutcomeStatus.REVOKED, detail, chosen)
-        except DryRunRefused:
-            outcome = Outcome(
-                grant, OutcomeStatus.DRY_RUN, f"dry run: would {chosen} {grant.label}", chosen
-            )
-        except AlreadyDone as exc:
-            outcome = Outcome(grant, OutcomeStatus.ALREADY_DONE, str(exc), chosen)
-        log.info(
-            "grant revoked",
-            connector=self.name,
-            kind=grant.kind,
-            action=chosen,
-            account=grant.account,
-            target=grant.target,
-            status=outcome.status.value,
-        )
-        return outcome
+                return self._revoke(client, grant, chosen)
+
+        return revoke_step(self.name, self.capabilities, grant, action, perform)
 
     def verify(self, leaver: Leaver) -> Verification:
         with self.session() as client:

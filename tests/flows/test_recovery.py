@@ -95,19 +95,12 @@ def flow_run_process(flow_run_id: str) -> int:
     raise AssertionError(f"no process runs flow run {flow_run_id}")
 
 
-def test_a_run_killed_half_way_through_revocation_is_recovered_and_completes(
-    recovering_stack,
-) -> None:  # type: ignore[no-untyped-def]
-    stack = recovering_stack
-    uid, dn = "ddeboer", f"uid=ddeboer,{recovering_stack.directory.users_base}"
-    admin = stack.directory.admin_connection()
-    assert groups_with(admin, stack.directory.groups_base, dn, uid)
-    case_id, flow_run_id, link = start_case(stack, "E1002", uid, "Daan de Boer")
+def approve_and_kill_half_way(stack: Stack, case_id: str, link: str, kill) -> float:  # type: ignore[no-untyped-def]
+    """Approve; the moment the first grant is revoked the directory stops answering, so the
+    run is stuck half-way, and `kill` strikes there. Returns when it struck."""
     slapd = stack.directory.pid
     with ThreadPoolExecutor(1) as pool:
         approval = pool.submit(decide, link, "approve")
-        # the moment the first grant is revoked, the directory stops answering: the run is
-        # now stuck half-way, and its process is killed there
         wait_until(
             lambda: "revocation.step" in actions(stack, case_id),
             timeout=90,
@@ -116,10 +109,23 @@ def test_a_run_killed_half_way_through_revocation_is_recovered_and_completes(
         os.kill(slapd, signal.SIGSTOP)
         try:
             assert approval.result(timeout=60).status_code == 200
-            os.kill(flow_run_process(flow_run_id), signal.SIGKILL)
-            killed_at = time.monotonic()
+            kill()
+            return time.monotonic()
         finally:
             os.kill(slapd, signal.SIGCONT)
+
+
+def test_a_run_killed_half_way_through_revocation_is_recovered_and_completes(
+    recovering_stack,
+) -> None:  # type: ignore[no-untyped-def]
+    stack = recovering_stack
+    uid, dn = "ddeboer", f"uid=ddeboer,{recovering_stack.directory.users_base}"
+    admin = stack.directory.admin_connection()
+    assert groups_with(admin, stack.directory.groups_base, dn, uid)
+    case_id, flow_run_id, link = start_case(stack, "E1002", uid, "Daan de Boer")
+    killed_at = approve_and_kill_half_way(
+        stack, case_id, link, lambda: os.kill(flow_run_process(flow_run_id), signal.SIGKILL)
+    )
     assert case_of(stack, case_id).status == CaseStatus.REVOKING
     run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", timeout=120)
     recovered_in = time.monotonic() - killed_at
@@ -204,21 +210,10 @@ def test_the_runner_killed_half_way_through_revocation_is_restarted_and_the_case
     assert supervisor is not None
     runner, restarts = supervisor.pid, supervisor.restarts
     assert runner is not None
-    slapd = stack.directory.pid
-    with ThreadPoolExecutor(1) as pool:
-        approval = pool.submit(decide, link, "approve")
-        wait_until(
-            lambda: "revocation.step" in actions(stack, case_id),
-            timeout=90,
-            what="the first revocation step",
-        )
-        os.kill(slapd, signal.SIGSTOP)
-        try:
-            assert approval.result(timeout=60).status_code == 200
-            os.killpg(runner, signal.SIGKILL)  # the runner and every flow run it started
-            killed_at = time.monotonic()
-        finally:
-            os.kill(slapd, signal.SIGCONT)
+    # the runner and every flow run it started
+    killed_at = approve_and_kill_half_way(
+        stack, case_id, link, lambda: os.killpg(runner, signal.SIGKILL)
+    )
     run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", timeout=120)
     recovered_in = time.monotonic() - killed_at
     print(f"runner killed: case completed {recovered_in:.1f} s later")
