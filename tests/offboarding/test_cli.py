@@ -333,5 +333,5 @@ def test_up_refuses_a_connector_config_that_cannot_work(run_cli, tmp_path) -> No
     )
     console = run_cli("up")
     assert console.process.wait(timeout=60) == 2
-    assert "Connector configuration problem" in console.text and "url" in console.text
+    assert "config.toml: connectors[0].url: " in console.text
     assert "Traceback" not in console.text

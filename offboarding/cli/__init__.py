@@ -1,0 +1,17 @@
+"""`offboarding`: run the service or the demo, dry-run a plan, list cases, check the audit log.
+
+A failure a person can fix ends in one or a few plain lines on stderr that name the file,
+setting, host or case and say what to do, with a non-zero exit: never a traceback, never a
+secret. Settings problems are all reported at once (`_configuration_problems`); the other
+known failures (a connector, the database, a web address, the mail server) become such
+lines in one place, `_Commands.invoke`.
+"""
+
+import importlib
+
+from offboarding.cli.app import app
+
+for _commands in ("service", "plans", "records", "hris"):  # registered in the order --help shows
+    importlib.import_module(f"offboarding.cli.{_commands}")
+
+__all__ = ["app"]

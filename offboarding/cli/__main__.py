@@ -1,0 +1,5 @@
+"""`python -m offboarding.cli`."""
+
+from offboarding.cli import app
+
+app()
