@@ -80,7 +80,7 @@ def _configuration_problems(options: Mapping[str, object]) -> list[str]:
         SettingsError,
     )
 
-    from offboarding.wiring.settings import Settings, _config_file
+    from offboarding.wiring.settings import Settings, config_file
 
     class Given(Settings):  # the same rules, on exactly the values given here
         @classmethod
@@ -94,7 +94,7 @@ def _configuration_problems(options: Mapping[str, object]) -> list[str]:
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings,)
 
-    path = _config_file()
+    path = config_file()
     sources = _Sources(path, options)
     try:
         in_file = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -188,10 +188,10 @@ def _service_problems(settings: Settings, sources: _Sources) -> list[str]:
 
 
 def _report(problems: Sequence[str]) -> str:
-    from offboarding.wiring.settings import _config_file
+    from offboarding.wiring.settings import config_file
 
     count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-    head = f"The configuration has {count} (config file: {_config_file().resolve()}):"
+    head = f"The configuration has {count} (config file: {config_file().resolve()}):"
     return "\n".join([head, *(f"  {line}" for line in problems)])
 
 
@@ -217,14 +217,14 @@ def _settings(
 
 def _require_connectors(settings: Settings, *, why: str = "") -> None:
     """Exit 2 unless connectors are configured and the service could build them all."""
-    from offboarding.wiring.settings import _config_file
+    from offboarding.wiring.settings import config_file
 
     if not settings.connectors:
         starter = settings.home / "starter" / "config.toml"  # what `offboarding demo` writes
         _fail(
             "No connectors configured"
             + (f" ({why})" if why else "")
-            + f". Add them to {_config_file()} (see README), or try `offboarding demo`."
+            + f". Add them to {config_file()} (see README), or try `offboarding demo`."
             + (
                 f"\nThe demo wrote a configuration to start from: OFFBOARDING_CONFIG={starter}, "
                 "with the variables in secrets.env next to it; its systems run only while "
@@ -234,7 +234,7 @@ def _require_connectors(settings: Settings, *, why: str = "") -> None:
             ),
             2,
         )
-    problems = _service_problems(settings, _Sources(_config_file(), {}))
+    problems = _service_problems(settings, _Sources(config_file(), {}))
     if problems:
         _fail(_report(problems), 2)
 

@@ -56,7 +56,8 @@ def default_instance(home: Path) -> str:
     return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
 
-def _config_file() -> Path:
+def config_file() -> Path:
+    """The TOML file settings are read from: OFFBOARDING_CONFIG, or config.toml in the data dir."""
     explicit = os.environ.get("OFFBOARDING_CONFIG")
     return Path(explicit) if explicit else _home_from_env() / "config.toml"
 
@@ -117,7 +118,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
 
     @field_validator("timezone")
