@@ -10,6 +10,7 @@ idempotent and reads its state from the database.
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from typing import Any, NoReturn
 
 import structlog
@@ -30,6 +31,7 @@ from offboarding.domain import audit
 from offboarding.domain.cases import (
     Recorded,
     get_case,
+    get_plan,
     latest_plan,
     leaver_of,
     set_plan_status,
@@ -85,12 +87,32 @@ def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(retries=10, retry_delay_seconds=1, cache_policy=NO_CACHE)
-def load_case(services: Services, case_id: str) -> Case:
-    case = get_case(services.engine, case_id)
-    if case is None:  # the intake commits right after creating the run; give it a moment
+@lru_cache(maxsize=1)
+def run_services() -> Services:
+    """What this flow-run process needs, built once from its settings (the service passes
+    them in the environment). Tasks take ids and build what they need from here, so no task
+    parameter carries a connection, a secret or a client."""
+    return build_services(get_settings(), migrate=False)
+
+
+def case_by_id(case_id: str) -> Case:
+    case = get_case(run_services().engine, case_id)
+    if case is None:
         raise LookupError(f"case {case_id} not found")
     return case
+
+
+def plan_by_id(plan_id: str) -> RevocationPlanRecord:
+    record = get_plan(run_services().engine, plan_id)
+    if record is None:
+        raise LookupError(f"plan {plan_id} not found")
+    return record
+
+
+# Every task has side effects or reads live state: none may be answered from a cache.
+@task(cache_policy=NO_CACHE)
+def load_case(case_id: str) -> Case:
+    return case_by_id(case_id)
 
 
 def resilient(fn: Any) -> Any:
@@ -106,23 +128,24 @@ def resilient(fn: Any) -> Any:
     )(fn)
 
 
-def with_retries(services: Services, step: Any) -> Any:
-    delays = services.settings.retry_delays_seconds
+def with_retries(step: Any) -> Any:
+    delays = run_services().settings.retry_delays_seconds
     return step.with_options(retries=len(delays), retry_delay_seconds=delays)
 
 
 @resilient
-def take_inventory(services: Services, case: Case) -> list[AccessGrant]:
-    return inventory_all(services, leaver_of(case))
+def take_inventory(case_id: str) -> list[AccessGrant]:
+    return inventory_all(run_services(), leaver_of(case_by_id(case_id)))
 
 
 @task(cache_policy=NO_CACHE)
-def plan_for(services: Services, case: Case) -> RevocationPlanRecord:
+def plan_for(case_id: str) -> RevocationPlanRecord:
     """Reuse the case's open plan, or inventory and store a new one (with its artifact)."""
+    services, case = run_services(), case_by_id(case_id)
     record = latest_plan(services.engine, case.id)
     if record is not None and record.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
         return record
-    return new_plan(services, case, with_retries(services, take_inventory)(services, case))
+    return new_plan(services, case, with_retries(take_inventory)(case.id))
 
 
 def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
@@ -139,8 +162,9 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
 
 
 @resilient
-def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecord) -> None:
-    for link in request_approvals(services, case, record):
+def ask_for_approval(case_id: str, plan_id: str) -> None:
+    services = run_services()
+    for link in request_approvals(services, case_by_id(case_id), plan_by_id(plan_id)):
         get_run_logger().info("approval requested from %s", link.approver.employee_id)
         if services.uses_outbox:
             # No mail server: the console is how the link reaches people. Written to the
@@ -151,29 +175,25 @@ def ask_for_approval(services: Services, case: Case, record: RevocationPlanRecor
 
 
 @resilient
-def revoke(
-    services: Services, case: Case, plan_id: str, step: PlanStep, removed: frozenset[str]
-) -> Outcome:
+def revoke(case_id: str, plan_id: str, step: PlanStep, removed: frozenset[str]) -> Outcome:
     """One plan step; a cascaded step whose parent is in `removed` is only recorded."""
-    return revoke_step(services, case_id=case.id, plan_id=plan_id, step=step, removed=removed)
+    return revoke_step(run_services(), case_id=case_id, plan_id=plan_id, step=step, removed=removed)
 
 
 @resilient
-def verify(services: Services, case: Case) -> VerificationReport:
-    return verify_all(services, case.id, leaver_of(case))
+def verify(case_id: str) -> VerificationReport:
+    return verify_all(run_services(), case_id, leaver_of(case_by_id(case_id)))
 
 
 @resilient
-def settled_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
+def settled_verdict(case_id: str, plan_id: str) -> Verdict:
     """The verdict of the recorded decisions that pass every rule now (managers read live)."""
-    return valid_verdict(services, case, record)
+    return valid_verdict(run_services(), case_by_id(case_id), plan_by_id(plan_id))
 
 
 @resilient
-def check_decision(
-    services: Services, case: Case, record: RevocationPlanRecord, received: SignedDecision
-) -> list[str]:
-    return check_run_input(services, case, record, received)
+def check_decision(case_id: str, plan_id: str, received: SignedDecision) -> list[str]:
+    return check_run_input(run_services(), case_by_id(case_id), plan_by_id(plan_id), received)
 
 
 def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) -> Verdict:
@@ -186,7 +206,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
     """
     attempt = 0
     while True:
-        verdict = with_retries(services, settled_verdict)(services, case, record)
+        verdict = with_retries(settled_verdict)(case.id, record.id)
         if verdict != Verdict.PENDING:
             return verdict
         attempt += 1
@@ -206,7 +226,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
             )
             log.warning("woken without a decision; waiting again", key=key)
             continue
-        problems = with_retries(services, check_decision)(services, case, record, received)
+        problems = with_retries(check_decision)(case.id, record.id, received)
         if problems:
             audit.record(
                 services.engine,
@@ -223,16 +243,16 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
 @flow(name="offboard-leaver", log_prints=False, persist_result=False)
 def offboard_leaver(request: OffboardRequest) -> str:
     configure_logging(attach_handler=False)  # Prefect's handlers print and ship our lines
-    services = build_services(get_settings(), migrate=False)
+    services = run_services()
     bind_case(request.case_id)
-    case = load_case(services, request.case_id)
+    case = load_case(request.case_id)
     if case.status in TERMINAL_STATUSES:
         return case.status.value
     try:
-        record = plan_for(services, case)
+        record = plan_for(case.id)
         contain(services, case, record)
         while True:
-            with_retries(services, ask_for_approval)(services, case, record)
+            with_retries(ask_for_approval)(case.id, record.id)
             verdict = await_verdict(services, case, record)
             if verdict == Verdict.REJECTED:
                 deciding = settle(services, case, record).deciding
@@ -253,7 +273,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
                 notify.rejected(services, case, record)
                 return CaseStatus.REJECTED.value
             set_plan_status(services.engine, record.id, PlanStatus.APPROVED)
-            current = with_retries(services, take_inventory)(services, case)
+            current = with_retries(take_inventory)(case.id)
             extra = unapproved_grants(load_plan(record), current)
             if not extra:
                 break
@@ -326,9 +346,7 @@ def contain(services: Services, case: Case, record: RevocationPlanRecord) -> Non
     )
     removed = set(done)
     for step in steps:
-        outcome = with_retries(services, revoke)(
-            services, case, record.id, step, frozenset(removed)
-        )
+        outcome = with_retries(revoke)(case.id, record.id, step, frozenset(removed))
         if outcome.status in REMOVED:
             removed.add(step.grant.key)
 
@@ -350,9 +368,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         if earlier is not None:
             outcomes.append(recorded_outcome(step, earlier))
             continue
-        future = with_retries(services, revoke).submit(
-            services, case, record.id, step, frozenset(removed)
-        )
+        future = with_retries(revoke).submit(case.id, record.id, step, frozenset(removed))
         try:
             outcome = future.result()
         except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
@@ -361,7 +377,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         outcomes.append(outcome)
         if outcome.status in REMOVED:
             removed.add(step.grant.key)
-    report = with_retries(services, verify)(services, case)
+    report = with_retries(verify)(case.id)
     create_markdown_artifact(
         key=f"evidence-{case.id[:12]}",
         markdown=notify.evidence_markdown(services, case, record, outcomes, report, failures),

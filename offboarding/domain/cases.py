@@ -132,6 +132,11 @@ def set_status(
     audit.in_transaction(engine, change)
 
 
+def get_plan(engine: Engine, plan_id: str) -> RevocationPlanRecord | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.get(RevocationPlanRecord, plan_id)
+
+
 def latest_plan(engine: Engine, case_id: str) -> RevocationPlanRecord | None:
     with Session(engine, expire_on_commit=False) as session:
         return session.exec(
