@@ -52,8 +52,19 @@ def decide(link: str, decision: str, reason: str = "") -> httpx.Response:
         )
 
 
+def prefect(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A call to Prefect's API. On SQLite, Prefect answers 503 while its database is busy
+    (its own client retries those): so do the tests, a bounded number of times."""
+    response = httpx.request(method, url, timeout=30, **kwargs)
+    for _attempt in range(20):
+        if response.status_code != 503:
+            break
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    return response
+
+
 def flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10)
+    response = prefect("GET", f"{api_url}/flow_runs/{flow_run_id}")
     response.raise_for_status()
     return response.json()  # type: ignore[no-any-return]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from support import prefect
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def test_prefect_deploy_all_creates_the_deployment_on_a_process_pool(stack) -> N
 
     deployed = deploy_all({**env, "OFFBOARDING_INSTANCE": stack.settings.instance})
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    found = httpx.get(f"{stack.running.api_url}/deployments/name/{stack.settings.deployment}")
+    found = prefect("GET", f"{stack.running.api_url}/deployments/name/{stack.settings.deployment}")
     # `offboarding up` serves a deployment of the same name; deploy re-points it at the pool
     assert found.json()["work_pool_name"] == "offboarding"
     assert found.json()["entrypoint"] == "flows/offboard_leaver.py:offboard_leaver"

@@ -20,6 +20,7 @@ from support import (
     can_bind,
     csrf_of,
     decide,
+    flow_run,
     groups_with,
     is_locked,
     link_in,
@@ -150,7 +151,7 @@ def test_a_waiting_run_forced_awake_waits_again_and_its_links_still_work(
 ) -> None:  # type: ignore[no-untyped-def]
     stack = recovering_stack
     case_id, flow_run_id, link = start_case(stack, "E1003", "evisser", "Emma Visser")
-    paused = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()["state"]
+    paused = flow_run(stack.running.api_url, flow_run_id)["state"]
     forced = httpx.post(
         f"{stack.running.api_url}/flow_runs/{flow_run_id}/set_state",
         json={"state": {"type": "SCHEDULED"}, "force": True},
@@ -158,7 +159,7 @@ def test_a_waiting_run_forced_awake_waits_again_and_its_links_still_work(
     assert forced.status_code in (200, 201), forced.text
 
     def waits_again() -> bool:
-        state = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()["state"]
+        state = flow_run(stack.running.api_url, flow_run_id)["state"]
         return state["type"] == "PAUSED" and state["id"] != paused["id"]
 
     wait_until(waits_again, timeout=90, what="the run to wait for a decision again")

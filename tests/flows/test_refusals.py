@@ -15,9 +15,11 @@ from support import (
     can_bind,
     csrf_of,
     decide,
+    flow_run,
     groups_with,
     is_locked,
     link_in,
+    prefect,
     run_of,
     send_leaver,
     text_of,
@@ -124,9 +126,7 @@ def test_approval_by_someone_not_allowed_is_refused(stack, leaver, approver, why
 
 
 def flow_state(stack, case: OpenCase) -> str:  # type: ignore[no-untyped-def]
-    return httpx.get(f"{stack.running.api_url}/flow_runs/{case.flow_run_id}").json()["state"][
-        "type"
-    ]
+    return flow_run(stack.running.api_url, case.flow_run_id)["state"]["type"]
 
 
 def test_expired_tampered_and_reused_links(stack) -> None:  # type: ignore[no-untyped-def]
@@ -196,7 +196,8 @@ def test_forged_resume_through_prefect_is_refused_and_the_run_waits_again(stack)
         "decision": "approve",
         "signature": "not-a-signature",
     }
-    result = httpx.post(
+    result = prefect(
+        "POST",
         f"{stack.running.api_url}/flow_runs/{case.flow_run_id}/resume",
         json={"run_input": forged},
     ).json()
@@ -209,7 +210,8 @@ def test_forged_resume_through_prefect_is_refused_and_the_run_waits_again(stack)
 
     # a correctly signed decision that was never recorded is refused too
     unrecorded = stack.services.decisions.sign(SignedDecision(**{**forged, "signature": ""}))
-    httpx.post(
+    prefect(
+        "POST",
         f"{stack.running.api_url}/flow_runs/{case.flow_run_id}/resume",
         json={"run_input": unrecorded.model_dump()},
     )
@@ -259,7 +261,8 @@ def test_a_grant_that_appears_after_approval_needs_a_new_approval(stack) -> None
             decision="approve",
         )
     )
-    httpx.post(
+    prefect(
+        "POST",
         f"{stack.running.api_url}/flow_runs/{case.flow_run_id}/resume",
         json={"run_input": replay.model_dump()},
     )

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
-from support import run_of
+from support import flow_run, run_of
 
 from offboarding.domain.audit import events_for_case
 from offboarding.domain.models import Case
@@ -175,7 +175,7 @@ def test_a_future_last_working_day_schedules_the_run_for_the_end_of_that_day(sta
     assert response.status_code == 202
     assert response.json()["status"] == "scheduled"
     flow_run_id = run_of(stack, response.json()["case_id"])
-    run = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()
+    run = flow_run(stack.running.api_url, flow_run_id)
     assert run["state"]["type"] == "SCHEDULED"
     expected = datetime(day.year, day.month, day.day, 23, 59, tzinfo=ZoneInfo("Europe/Amsterdam"))
     assert datetime.fromisoformat(run["expected_start_time"]) == expected
@@ -218,5 +218,5 @@ def test_an_event_is_kept_while_the_run_cannot_be_created_and_started_later(stac
     assert len(runs_named(stack, "offboard-E1018-jdegraaf")) == 1
     actions = [e.action for e in events_for_case(stack.engine, case_id)]
     assert actions.count("case.opened") == 1 and actions.count("run.created") == 1
-    run = httpx.get(f"{stack.running.api_url}/flow_runs/{flow_run_id}").json()
+    run = flow_run(stack.running.api_url, flow_run_id)
     assert run["state"]["type"] == "SCHEDULED"

@@ -66,16 +66,23 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
 
 
 def start_run(api_url: str, deployment: str, case_id: str) -> str:
-    """A run of the case flow, as the web app creates one."""
-    found = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=10)
-    found.raise_for_status()
-    created = httpx.post(
-        f"{api_url}/deployments/{found.json()['id']}/create_flow_run",
-        json={"parameters": {"request": {"case_id": case_id}}},
-        timeout=10,
-    )
-    created.raise_for_status()
-    return str(created.json()["id"])
+    """A run of the case flow, as the web app creates one. Prefect answers 503 while its
+    SQLite database is busy (its own client retries those too): try again, bounded."""
+    for _attempt in range(20):
+        found = httpx.get(f"{api_url}/deployments/name/{deployment}", timeout=30)
+        if found.status_code == 503:
+            continue
+        found.raise_for_status()
+        created = httpx.post(
+            f"{api_url}/deployments/{found.json()['id']}/create_flow_run",
+            json={"parameters": {"request": {"case_id": case_id}}},
+            timeout=30,
+        )
+        if created.status_code == 503:
+            continue
+        created.raise_for_status()
+        return str(created.json()["id"])
+    raise AssertionError("Prefect kept answering 503")
 
 
 def runner_group(home: Path) -> int:
