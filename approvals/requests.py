@@ -9,8 +9,9 @@ from typing import Any
 import structlog
 from sqlmodel import Session, col, select
 
+from approvals.decisions import settle
 from approvals.ports import ApprovalPorts
-from approvals.rules import eligible_approvers
+from approvals.rules import Verdict, eligible_approvers
 from approvals.tokens import LinkClaims
 from connectors.base import Person
 from offboarding.domain import audit
@@ -151,8 +152,16 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
     record = latest_plan(services.engine, case.id)
     if record is None:
         raise NotAwaitingApproval(f"case {case.id} has no plan yet")
+    settled = settle(services, case, record)  # the same answer the page and the flow get
+    if settled.verdict != Verdict.PENDING:
+        by = f" by {settled.deciding.approver_id}" if settled.deciding else ""
+        raise NotAwaitingApproval(
+            f"case {case.id} is already {settled.verdict.value}{by}; the run acts on that "
+            "decision (no new links are needed)"
+        )
     ttl = timedelta(hours=services.settings.approval_ttl_hours)
-    with Session(services.engine) as session:
+
+    def renew(session: Session) -> None:
         for request in session.exec(
             select(ApprovalRequest).where(
                 ApprovalRequest.plan_id == record.id, col(ApprovalRequest.used_at).is_(None)
@@ -161,14 +170,15 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
             request.expires_at = utcnow() + ttl
             request.notified_at = None
             session.add(request)
-        session.commit()
-    audit.record(
-        services.engine,
-        action="approval.renewed",
-        actor=actor,
-        case_id=case.id,
-        details={"plan_hash": record.plan_hash},
-    )
+        audit.append(
+            session,
+            action="approval.renewed",
+            actor=actor,
+            case_id=case.id,
+            details={"plan_hash": record.plan_hash},
+        )
+
+    audit.in_transaction(services.engine, renew)
     return request_approvals(services, case, record)
 
 

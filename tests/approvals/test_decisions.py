@@ -11,11 +11,19 @@ from approvals_support import open_case, services_for
 from sqlmodel import Session
 
 from approvals.decisions import settle, valid_verdict
+from approvals.requests import NotAwaitingApproval, renew_approvals
 from approvals.rules import Verdict
 from demo.directory import LocalDirectory
 from demo.organisation import seed_demo_org
 from offboarding.domain.audit import events_for_case
-from offboarding.domain.models import ApprovalDecision, ApprovalRequest, Decision, utcnow
+from offboarding.domain.cases import get_case, set_status
+from offboarding.domain.models import (
+    ApprovalDecision,
+    ApprovalRequest,
+    CaseStatus,
+    Decision,
+    utcnow,
+)
 
 
 @pytest.fixture
@@ -90,3 +98,19 @@ def test_a_decision_the_rules_no_longer_accept_counts_for_nobody(tmp_path, direc
     rejected = settle(services, case, plan)
     assert rejected.verdict == Verdict.REJECTED and rejected.deciding is not None
     assert rejected.deciding.approver_id == "E1007"
+
+
+def test_links_are_not_renewed_for_a_plan_that_is_already_decided(tmp_path, directory) -> None:  # type: ignore[no-untyped-def]
+    """The CLI's `approvals resend` asks the same decision function: a decided plan whose
+    run has not woken yet gets no new links."""
+    services = services_for(tmp_path, directory, managers_group=directory.org.managers_group_dn)
+    case, plan = open_case(services, "E1042", "jdevries@example.test")
+    set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
+    case = get_case(services.engine, case.id)
+    record(services, case, plan, "E1004", Decision.APPROVE)
+    with pytest.raises(NotAwaitingApproval, match="already approved by E1004"):
+        renew_approvals(services, case, actor="operator:test")
+    renewed = [
+        e for e in events_for_case(services.engine, case.id) if e.action == "approval.renewed"
+    ]
+    assert renewed == []
