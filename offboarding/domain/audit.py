@@ -152,37 +152,19 @@ def record(
     once_key: str | None = None,
 ) -> AuditEvent | None:
     """Append one event in a transaction of its own. With `once_key`, a second record of
-    the same key is skipped (None)."""
-    for attempt in range(ATTEMPTS):
-        with Session(engine, expire_on_commit=False) as session:
-            event = append(
-                session,
-                action=action,
-                actor=actor,
-                outcome=outcome,
-                case_id=case_id,
-                details=details,
-                once_key=once_key,
-            )
-            if event is None:
-                return None
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                session.info.pop(_APPENDED, None)
-                if (
-                    once_key is not None
-                    and session.exec(
-                        select(AuditEvent).where(AuditEvent.once_key == once_key)
-                    ).first()
-                ):
-                    return None
-                backoff(attempt)  # someone else took this position (SQLite): go again
-                continue
-            _log_committed(session)
-            return event
-    raise RuntimeError("could not append to the audit log: too much contention")
+    the same key is skipped (None), also when two writers race for it."""
+    return in_transaction(
+        engine,
+        lambda session: append(
+            session,
+            action=action,
+            actor=actor,
+            outcome=outcome,
+            case_id=case_id,
+            details=details,
+            once_key=once_key,
+        ),
+    )
 
 
 @dataclass(frozen=True)
