@@ -38,6 +38,12 @@ class Effect(StrEnum):
 REMOVE = "remove"  # take this grant away (a membership, a credential, a token)
 DISABLE = "disable"  # switch the account off and keep it (lock, active=false)
 DELETE = "delete"  # remove the account itself
+# Actions the service never sends to the connector; the plan shows them with the reason in
+# the grant's label, and the evidence records them:
+KEEP = "keep"  # stays on purpose: a primary group, an inherited licence, a mailbox kept N days
+MANUAL = "manual"  # a person must do it (no API reaches it) and attests it through a signed link
+ELSEWHERE = "elsewhere"  # goes with another system's step (an Entra group synced from AD)
+NOT_SENT = frozenset({KEEP, MANUAL, ELSEWHERE})
 
 
 class Message(BaseModel):
@@ -155,6 +161,11 @@ class KindCapability:
     def default_action(self) -> str:
         return self.actions[0]
 
+    @property
+    def revocable(self) -> bool:
+        """False for a kind the service only reports (every action is keep/manual/elsewhere)."""
+        return any(action not in NOT_SENT for action in self.actions)
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -216,6 +227,8 @@ class Check:
 class Verification:
     """Access still present after revocation, plus the checks that prove it."""
 
+    # access the service should have removed: never a grant of a kind whose action is
+    # keep, manual or elsewhere (those are reported by the plan, not by verification)
     remaining: list[AccessGrant] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
 
@@ -335,6 +348,10 @@ def revoke_step(
     supports, run `perform(action)` (which returns a detail line), and turn a refused dry-run
     write or an "already done" into the matching outcome, logged once."""
     chosen = capabilities.action_for(name, grant, action)
+    if chosen in NOT_SENT:
+        raise UnsupportedAction(
+            f"{name}: {chosen!r} is not sent to a connector; the service records it ({grant.label})"
+        )
     try:
         outcome = Outcome(grant, OutcomeStatus.REVOKED, perform(chosen), chosen)
     except DryRunRefused:

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from connectors.base import (
+    NOT_SENT,
     AccessGrant,
     Connector,
     Effect,
@@ -58,6 +59,18 @@ def _describe(grants: list[AccessGrant]) -> str:
 
 def in_plan_order(grants: list[AccessGrant]) -> list[AccessGrant]:
     return sorted(grants, key=lambda g: _EFFECT_ORDER.index(g.effect))
+
+
+def sent(connector: Connector, grants: list[AccessGrant]) -> list[AccessGrant]:
+    """The grants whose default action the service sends to the connector (not the ones it
+    keeps, leaves to a person, or leaves to another system)."""
+    return [g for g in grants if _default_action(connector, g) not in NOT_SENT]
+
+
+def _default_action(connector: Connector, grant: AccessGrant) -> str:
+    capability = connector.capabilities.of(grant.kind)
+    assert capability is not None, f"kind {grant.kind!r} is not in the capabilities"
+    return capability.default_action
 
 
 class ConnectorConformance:
@@ -103,8 +116,9 @@ class ConnectorConformance:
         return False
 
     def revoke_everything(self, connector: Connector, leaver: Leaver) -> list[AccessGrant]:
-        """Every grant with its default action, in the order a plan takes them."""
-        grants = in_plan_order(connector.inventory(leaver))
+        """Every grant the service sends, with its default action, in the order a plan takes
+        them."""
+        grants = in_plan_order(sent(connector, connector.inventory(leaver)))
         for grant in grants:
             outcome = connector.revoke(grant)
             assert outcome.status is OutcomeStatus.REVOKED, (
@@ -165,9 +179,12 @@ class ConnectorConformance:
             )
 
     def test_revoke_removes_access(self, connector: Connector, leaver: Leaver) -> None:
+        reported = [g for g in connector.inventory(leaver) if g not in sent(connector, [g])]
         self.revoke_everything(connector, leaver)
-        remaining = connector.inventory(leaver)
+        remaining = sent(connector, connector.inventory(leaver))
         assert remaining == [], f"still present after revoke:\n{_describe(remaining)}"
+        left = connector.inventory(leaver)
+        assert all(g in reported for g in left), "only what is kept or left to others remains"
 
     def test_revoke_twice_is_harmless(self, connector: Connector, leaver: Leaver) -> None:
         grants = self.revoke_everything(connector, leaver)
@@ -190,6 +207,9 @@ class ConnectorConformance:
         verification = connector.verify(leaver)
         assert verification.remaining
         assert not verification.clean
+        assert not [g for g in verification.remaining if g not in sent(connector, [g])], (
+            "verification must not count what the plan keeps or leaves to a person"
+        )
 
     def test_dry_run_writes_nothing(
         self,
@@ -201,7 +221,7 @@ class ConnectorConformance:
         state = peer_state()
         before = connector.inventory(leaver)
         assert dry_run_connector.inventory(leaver) == before
-        for grant in in_plan_order(before):
+        for grant in in_plan_order(sent(connector, before)):
             outcome = dry_run_connector.revoke(grant)
             assert outcome.status is OutcomeStatus.DRY_RUN, (
                 f"{grant.label}: {outcome.status} {outcome.detail}"
@@ -210,6 +230,19 @@ class ConnectorConformance:
         dry_run_connector.check()
         assert peer_state() == state
         assert connector.inventory(leaver) == before
+
+    def test_reported_kinds_are_never_sent(
+        self, connector: Connector, leaver: Leaver, peer_state: Callable[[], Any]
+    ) -> None:
+        """A kept, manual or elsewhere grant is refused by revoke before anything is sent."""
+        state = peer_state()
+        for grant in connector.inventory(leaver):
+            capability = connector.capabilities.of(grant.kind)
+            assert capability is not None
+            for action in set(capability.actions) & NOT_SENT:
+                with pytest.raises(UnsupportedAction):
+                    connector.revoke(grant, action)
+        assert peer_state() == state
 
     def test_an_unsupported_action_is_refused_before_anything_is_sent(
         self, connector: Connector, leaver: Leaver, peer_state: Callable[[], Any]
@@ -246,7 +279,7 @@ class ConnectorConformance:
             assert not expects_cascades, "expects_cascades, but no grant declares cascades_from"
             pytest.skip("no grant declares cascades_from")
         parents = {g.cascades_from for g in cascaded}
-        for grant in in_plan_order([g for g in grants if g.cascades_from is None]):
+        for grant in in_plan_order(sent(connector, [g for g in grants if g.cascades_from is None])):
             capability = connector.capabilities.of(grant.kind)
             assert capability is not None
             action = None
@@ -256,7 +289,7 @@ class ConnectorConformance:
                 )
                 action = sorted(capability.cascade_actions)[0]
             assert connector.revoke(grant, action).status is OutcomeStatus.REVOKED
-        remaining = connector.inventory(leaver)
+        remaining = sent(connector, connector.inventory(leaver))
         assert remaining == [], f"did not go with their parent:\n{_describe(remaining)}"
         verification = connector.verify(leaver)
         assert verification.remaining == [] and verification.clean, verification

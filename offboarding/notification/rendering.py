@@ -239,17 +239,33 @@ def render_email(
 
 def load_messages(env: jinja2.Environment, language: str) -> dict[str, str]:
     """The page message catalog ``pages/messages.{language}.json``, with what connectors
-    say (``connectors/messages.{language}.json``) merged in."""
+    say merged in: every ``connectors/*.{language}.json`` (one file per connector family,
+    ``connectors/messages.{language}.json`` for the shared words). A key defined twice is
+    an error naming both files."""
     _check_language(language)
-    pages = _catalog(env, f"pages/messages.{language}.json")
+    merged = _catalog(env, f"pages/messages.{language}.json")
+    origin = dict.fromkeys(merged, f"pages/messages.{language}.json")
+    for name in connector_catalogs(env, language):
+        for key, phrase in _catalog(env, name).items():
+            if key in origin:
+                raise ValueError(f"{name} reuses the key {key!r} of {origin[key]}")
+            origin[key] = name
+            merged[key] = phrase
+    return merged
+
+
+def connector_catalogs(env: jinja2.Environment, language: str) -> list[str]:
+    """The connector message catalogs for one language, sorted."""
+    if env.loader is None:
+        return []
+    suffix = f".{language}.json"
     try:
-        connectors = _catalog(env, f"connectors/messages.{language}.json")
-    except jinja2.TemplateNotFound:
-        connectors = {}
-    clash = sorted(pages.keys() & connectors.keys())
-    if clash:
-        raise ValueError(f"connectors/messages.{language}.json reuses page keys: {clash}")
-    return {**pages, **connectors}
+        names = env.loader.list_templates()
+    except TypeError:  # a loader that cannot list: the shared catalog only
+        names = [f"connectors/messages{suffix}"]
+    return sorted(
+        n for n in names if n.startswith("connectors/") and n.endswith(suffix) and n.count("/") == 1
+    )
 
 
 def _catalog(env: jinja2.Environment, name: str) -> dict[str, str]:

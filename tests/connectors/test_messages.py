@@ -35,8 +35,15 @@ def said_by_connectors() -> dict[str, str]:
 
 
 def catalog(language: str) -> dict[str, str]:
-    path = default_templates_dir() / f"connectors/messages.{language}.json"
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    """Every connector catalog of one language, merged (a key may be defined once)."""
+    merged: dict[str, str] = {}
+    for path in sorted((default_templates_dir() / "connectors").glob(f"*.{language}.json")):
+        phrases = json.loads(path.read_text())
+        assert not merged.keys() & phrases.keys(), (
+            f"{path.name} redefines {merged.keys() & phrases.keys()}"
+        )
+        merged.update(phrases)
+    return merged
 
 
 def params(phrase: str) -> list[str]:
