@@ -117,3 +117,71 @@ class DecisionSigner:
         if not decision.signature:
             return False
         return self._signer.verify_signature(decision.message(), decision.signature.encode())
+
+
+@dataclass(frozen=True)
+class AttestationClaims:
+    attestation_id: str
+    case_id: str
+    assignee_id: str
+    grant_key: str
+
+
+class AttestationSigner:
+    """Issues and reads the link that lets one person attest one manual step.
+
+    The link works while the step is open (the attestation row decides), at most `ttl`.
+    """
+
+    def __init__(self, key: str, *, ttl: timedelta) -> None:
+        self._links = URLSafeTimedSerializer(
+            key, salt="attestation-link", signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self._csrf = URLSafeTimedSerializer(
+            key, salt="attestation-csrf", signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self.ttl = ttl
+
+    def issue(self, claims: AttestationClaims) -> str:
+        return self._links.dumps(
+            {
+                "t": claims.attestation_id,
+                "c": claims.case_id,
+                "a": claims.assignee_id,
+                "g": claims.grant_key,
+            }
+        )
+
+    def read(self, token: str) -> AttestationClaims:
+        try:
+            data = self._links.loads(token, max_age=int(self.ttl.total_seconds()))
+        except SignatureExpired as exc:
+            raise LinkExpired("this link has expired") from exc
+        except BadSignature as exc:
+            raise LinkInvalid("this link is not valid") from exc
+        try:
+            return AttestationClaims(
+                attestation_id=data["t"],
+                case_id=data["c"],
+                assignee_id=data["a"],
+                grant_key=data["g"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise LinkInvalid("this link is not valid") from exc
+
+    def new_csrf(self, attestation_id: str) -> tuple[str, str]:
+        nonce = secrets.token_urlsafe(24)
+        return nonce, self._csrf.dumps({"t": attestation_id, "n": nonce})
+
+    def check_csrf(self, form_token: str, cookie_nonce: str | None, attestation_id: str) -> bool:
+        if not form_token or not cookie_nonce:
+            return False
+        try:
+            data = self._csrf.loads(form_token, max_age=int(self.ttl.total_seconds()))
+        except BadSignature:
+            return False
+        return (
+            isinstance(data, dict)
+            and data.get("t") == attestation_id
+            and secrets.compare_digest(str(data.get("n", "")), cookie_nonce)
+        )

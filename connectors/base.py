@@ -202,6 +202,10 @@ class OutcomeStatus(StrEnum):
     ALREADY_DONE = "already_done"
     DRY_RUN = "dry_run"
     CASCADED = "cascaded"  # removed together with the grant it cascades from; not sent
+    KEPT = "kept"  # stays on purpose (action keep); reported, not sent
+    ELSEWHERE = "elsewhere"  # goes with another system's step (action elsewhere); not sent
+    ATTESTED = "attested"  # a manual step a person did and attested
+    AWAITING_ATTESTATION = "awaiting_attestation"  # a manual step not attested yet
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,17 @@ class ConnectorPluginError(ValueError):
 
 
 def _built_in() -> list[ConnectorKind]:
-    from connectors import ldap, scim
+    from connectors import directadmin, entra, github, gitlab, ldap, plesk, scim
 
-    return [ldap.KIND, scim.KIND]
+    return [
+        ldap.KIND,
+        scim.KIND,
+        entra.KIND,
+        github.KIND,
+        gitlab.KIND,
+        plesk.KIND,
+        directadmin.KIND,
+    ]
 
 
 def _origin(entry: EntryPoint) -> str:

@@ -22,11 +22,12 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, ValidationError
 
+from approvals.attestations import evidence_rows, request_attestations, unattested
 from approvals.decisions import check_run_input, settle, valid_verdict
 from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
-from connectors.base import AccessGrant, Outcome, TransientError
+from connectors.base import MANUAL, AccessGrant, Outcome, OutcomeStatus, TransientError
 from offboarding.domain import audit
 from offboarding.domain.cases import (
     Recorded,
@@ -75,6 +76,13 @@ class OffboardRequest(BaseModel):
 
 class DecisionInput(RunInput, SignedDecision):
     """What the approval pages resume the run with; checked before anything happens."""
+
+
+class AttestationsDone(RunInput):
+    """What the attestation page resumes the run with once every manual step is attested.
+    It proves nothing: the flow reads the attestations from the database."""
+
+    case_id: str
 
 
 def _transient_only(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -181,6 +189,24 @@ def revoke(case_id: str, plan_id: str, step: PlanStep, removed: frozenset[str]) 
 
 
 @resilient
+def ask_for_attestations(case_id: str, plan_id: str) -> None:
+    """Mail each manual step's assignee their attestation link (once)."""
+    services = run_services()
+    for issued in request_attestations(services, case_by_id(case_id), plan_by_id(plan_id)):
+        get_run_logger().info("attestation requested from %s", issued.assignee.employee_id)
+        if services.uses_outbox:  # as with approval links: the console, never the run logs
+            name = safe_display(issued.assignee.display_name)
+            sys.stdout.write(f"Attestation link for {name}: {issued.url}\n")
+            sys.stdout.flush()
+
+
+@resilient
+def open_manual_steps(case_id: str, plan_id: str) -> list[str]:
+    """Labels of the plan's manual steps that nobody has attested yet."""
+    return [step.grant.label.text for step in unattested(run_services(), plan_by_id(plan_id))]
+
+
+@resilient
 def verify(case_id: str) -> VerificationReport:
     return verify_all(run_services(), case_id, leaver_of(case_by_id(case_id)))
 
@@ -238,6 +264,31 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
                 once_key=f"{current_run.id}:{key}",
             )
             log.warning("decision refused; waiting again", key=key, refusals=problems)
+
+
+def await_attestations(services: Services, case: Case, record: RevocationPlanRecord) -> bool:
+    """Suspend until every manual step of the plan is attested; True when it had to wait.
+
+    Woken early (the Prefect UI, a forged input), it reads the attestations again and
+    waits again; each suspension has its own key, as in `await_verdict`.
+    """
+    attempt = 0
+    while True:
+        still_open = with_retries(open_manual_steps)(case.id, record.id)
+        if not still_open:
+            return attempt > 0
+        attempt += 1
+        key = f"attest-{record.plan_hash[:16]}-{attempt}"
+        set_status(
+            services.engine,
+            case.id,
+            CaseStatus.AWAITING_ATTESTATION,
+            f"{len(still_open)} manual step(s) to attest: {'; '.join(still_open)}"[:2000],
+        )
+        try:
+            suspend_flow_run(wait_for_input=AttestationsDone, key=key, timeout=None)
+        except ValidationError:
+            log.warning("woken without input; waiting for attestations again", key=key)
 
 
 @flow(name="offboard-leaver", log_prints=False, persist_result=False)
@@ -354,6 +405,8 @@ def contain(services: Services, case: Case, record: RevocationPlanRecord) -> Non
 def revoke_and_verify(services: Services, case: Case, record: RevocationPlanRecord) -> str:
     set_status(services.engine, case.id, CaseStatus.REVOKING)
     plan = load_plan(record)
+    # people start on the manual steps while the systems are revoked
+    with_retries(ask_for_attestations)(case.id, record.id)
     # A run recovered after a crash continues where it stopped: steps done stay done.
     finished = {
         step.grant_key: step
@@ -368,6 +421,9 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         if earlier is not None:
             outcomes.append(recorded_outcome(step, earlier))
             continue
+        if step.action == MANUAL:  # attested by a person, through their link
+            outcomes.append(Outcome(step.grant, OutcomeStatus.AWAITING_ATTESTATION, "", MANUAL))
+            continue
         future = with_retries(revoke).submit(case.id, record.id, step, frozenset(removed))
         try:
             outcome = future.result()
@@ -378,19 +434,56 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         if outcome.status in REMOVED:
             removed.add(step.grant.key)
     report = with_retries(verify)(case.id)
-    create_markdown_artifact(
-        key=f"evidence-{case.id[:12]}",
-        markdown=notify.evidence_markdown(services, case, record, outcomes, report, failures),
-        description=notify.artifact_description("evidence", case),
-    )
+    publish_evidence(services, case, record, outcomes, report, failures)
     if failures or not report.clean:
+        open_steps = OutcomeStatus.AWAITING_ATTESTATION
         stop_for_attention(
             services,
             case,
             "; ".join(failures) or "access remains after revocation",
-            done=[o.grant.label.text for o in outcomes],
-            not_done=[*failures, *(g.label.text for g in report.remaining)],
+            done=[o.grant.label.text for o in outcomes if o.status is not open_steps],
+            not_done=[
+                *failures,
+                *(g.label.text for g in report.remaining),
+                *(o.grant.label.text for o in outcomes if o.status is open_steps),
+            ],
         )
+    if await_attestations(services, case, record):
+        outcomes = outcomes_of(services, record)
+        publish_evidence(services, case, record, outcomes, report, failures)
     set_status(services.engine, case.id, CaseStatus.COMPLETED, event=Recorded("case.completed"))
     notify.completed(services, case, record, outcomes, report)
     return CaseStatus.COMPLETED.value
+
+
+def outcomes_of(services: Services, record: RevocationPlanRecord) -> list[Outcome]:
+    """Every step's outcome as recorded (after the manual steps were attested)."""
+    recorded = {step.grant_key: step for step in steps_of(services, record.id)}
+    return [
+        recorded_outcome(step, recorded[step.grant.key])
+        for step in load_plan(record).steps
+        if step.grant.key in recorded
+    ]
+
+
+def publish_evidence(
+    services: Services,
+    case: Case,
+    record: RevocationPlanRecord,
+    outcomes: list[Outcome],
+    report: VerificationReport,
+    failures: list[str],
+) -> None:
+    create_markdown_artifact(
+        key=f"evidence-{case.id[:12]}",
+        markdown=notify.evidence_markdown(
+            services,
+            case,
+            record,
+            outcomes,
+            report,
+            failures,
+            attestations=evidence_rows(services, record.id),
+        ),
+        description=notify.artifact_description("evidence", case),
+    )

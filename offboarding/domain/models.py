@@ -30,6 +30,7 @@ class CaseStatus(StrEnum):
     RECEIVED = "received"  # run starting
     AWAITING_APPROVAL = "awaiting_approval"
     REVOKING = "revoking"
+    AWAITING_ATTESTATION = "awaiting_attestation"  # revoked; manual steps not all attested
     COMPLETED = "completed"
     REJECTED = "rejected"
     NEEDS_ATTENTION = "needs_attention"
@@ -156,6 +157,29 @@ class RevocationStep(SQLModel, table=True):
     status: StepStatus
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     attempted_at: datetime = Field(default_factory=utcnow)
+
+
+class Attestation(SQLModel, table=True):
+    """One manual step of an approved plan, assigned to a person who attests it once."""
+
+    __tablename__ = "attestation"
+    __table_args__ = (UniqueConstraint("plan_id", "grant_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    plan_id: str = Field(foreign_key="revocation_plan.id")
+    plan_hash: str = Field(max_length=64)
+    grant_key: str = Field(max_length=1000)
+    label: str = Field(max_length=1000)
+    assignee_id: str = Field(max_length=100)
+    assignee_email: str = Field(max_length=320)
+    language: str = Field(default="en", max_length=5)
+    created_at: datetime = Field(default_factory=utcnow)
+    due_at: datetime  # past this, unattested: the case needs attention
+    notified_at: datetime | None = None  # set once the email went out
+    attested_at: datetime | None = None
+    attested_by: str | None = Field(default=None, max_length=100)
+    remark: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class AuditEvent(SQLModel, table=True):

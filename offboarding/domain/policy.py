@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.base import Effect
+from connectors.manual import ManualStep
 
 
 class OnLeave(StrEnum):
@@ -45,6 +46,16 @@ class Policy(BaseModel):
     effect_order: tuple[Effect, ...] = DEFAULT_ORDER
     # Per connector name: disable (default) or delete the account.
     on_leave: dict[str, OnLeave] = Field(default_factory=dict)
+    # Steps a person performs and attests through a signed link (laptop, badge, a SaaS
+    # tool without an API): in every plan, approved with it; the case completes only when
+    # each is attested.
+    manual_steps: tuple[ManualStep, ...] = ()
+    # Who attests what a connector can only report as manual (a dynamic group, an unmapped
+    # git login): an employee id; the case's requester when unset.
+    manual_assignee: str | None = None
+    # Hours after approval within which every manual step must be attested; past that the
+    # case goes to "needs attention" (the links keep working).
+    attest_within_hours: float = Field(default=48, gt=0, le=24 * 90)
 
     @field_validator("urgent_containment", mode="before")
     @classmethod
@@ -66,6 +77,15 @@ class Policy(BaseModel):
 
     def contains_at_once(self, effect: Effect, *, urgent: bool) -> bool:
         return urgent and effect in self.urgent_containment
+
+    @field_validator("manual_steps")
+    @classmethod
+    def _unique_steps(cls, value: tuple[ManualStep, ...]) -> tuple[ManualStep, ...]:
+        ids = [step.id for step in value]
+        doubles = sorted({i for i in ids if ids.count(i) > 1})
+        if doubles:
+            raise ValueError(f"manual step ids must be unique; used twice: {', '.join(doubles)}")
+        return value
 
     def on_leave_for(self, connector: str) -> OnLeave:
         return self.on_leave.get(connector, OnLeave.DISABLE)

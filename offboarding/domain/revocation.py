@@ -17,6 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import (
+    ELSEWHERE,
+    KEEP,
+    MANUAL,
     AccessGrant,
     AlreadyDone,
     Connector,
@@ -159,10 +162,18 @@ _STEP_STATUS = {
     OutcomeStatus.ALREADY_DONE: StepStatus.ALREADY_DONE,
     OutcomeStatus.DRY_RUN: StepStatus.DRY_RUN,
     OutcomeStatus.CASCADED: StepStatus.ALREADY_DONE,  # nothing left to do; the audit says why
+    OutcomeStatus.KEPT: StepStatus.ALREADY_DONE,  # nothing to do; the detail says why
+    OutcomeStatus.ELSEWHERE: StepStatus.ALREADY_DONE,
 }
 # Outcomes after which a grant, and what cascades from it, is gone.
 REMOVED = frozenset({OutcomeStatus.REVOKED, OutcomeStatus.ALREADY_DONE, OutcomeStatus.CASCADED})
 CASCADED_DETAIL = "cascaded: removed together with {parent}"
+# Steps the service records but never sends, by action: (outcome, detail prefix).
+REPORTED = {
+    KEEP: (OutcomeStatus.KEPT, "kept: "),
+    ELSEWHERE: (OutcomeStatus.ELSEWHERE, "handled elsewhere: "),
+}
+ATTESTED_PREFIX = "attested by "  # the detail of an attested manual step
 
 
 def revoke_one(
@@ -211,7 +222,25 @@ def revoke_step(
     removed: Collection[str] = (),
 ) -> Outcome:
     """Take one plan step. A cascaded step whose parent is in `removed` (keys of grants
-    whose step ended revoked, already done or cascaded) is recorded, not sent."""
+    whose step ended revoked, already done or cascaded) is recorded, not sent; so is a step
+    the plan keeps or leaves to another system. A manual step is never taken here: the
+    person's attestation records it."""
+    if step.action == MANUAL:
+        raise ValueError(f"{step.grant.key} is a manual step: it is attested, not revoked")
+    if step.action in REPORTED:
+        status, prefix = REPORTED[step.action]
+        detail = f"{prefix}{step.grant.label.text}"
+        record_step(
+            services,
+            case_id=case_id,
+            plan_id=plan_id,
+            grant=step.grant,
+            status=_STEP_STATUS[status],
+            detail=detail,
+            action=step.action,
+            outcome=status.value,
+        )
+        return Outcome(step.grant, status, detail, step.action)
     if step.cascades_from is None or step.cascades_from not in removed:
         return revoke_one(
             services, case_id=case_id, plan_id=plan_id, grant=step.grant, action=step.action
@@ -233,7 +262,12 @@ def revoke_step(
 
 def recorded_outcome(step: PlanStep, record: RevocationStep) -> Outcome:
     """The outcome of a step done by an earlier run (a run recovered after a crash)."""
-    if record.status == StepStatus.DONE:
+    if step.action == MANUAL:
+        attested = record.status == StepStatus.DONE
+        status = OutcomeStatus.ATTESTED if attested else OutcomeStatus.AWAITING_ATTESTATION
+    elif step.action in REPORTED:
+        status = REPORTED[step.action][0]
+    elif record.status == StepStatus.DONE:
         status = OutcomeStatus.REVOKED
     elif step.cascaded and record.detail.startswith(CASCADED_DETAIL.split("{", 1)[0]):
         status = OutcomeStatus.CASCADED

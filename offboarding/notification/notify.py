@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from connectors.base import Outcome, Person
@@ -150,6 +150,8 @@ def evidence_markdown(
     outcomes: Sequence[Outcome],
     report: VerificationReport,
     failures: Sequence[str],
+    *,
+    attestations: Sequence[Mapping[str, str]] = (),
 ) -> str:
     """The evidence summary, in English and Dutch, for the run's artifact.
 
@@ -174,7 +176,10 @@ def evidence_markdown(
         "failures": list(failures),
         "remaining": [g.label for g in report.remaining],
         "checks": _checks(report),
-        "clean": report.clean and not failures,
+        "clean": report.clean
+        and not failures
+        and all(row.get("attested_at") for row in attestations),
+        "attestations": list(attestations),
         "generated_at": utcnow().strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
     parts = [

@@ -11,7 +11,10 @@ Each pass (woken by the intake, and every `dispatch_interval_seconds`):
 3. **recover** — a crashed or failed run of an open case is rescheduled after
    `recovery_delays_seconds` (the flow is idempotent: it resumes where it stopped); when
    the delays are used up, or a run was cancelled by hand, the case goes to "needs
-   attention" with a mail naming what was and was not done.
+   attention" with a mail naming what was and was not done;
+4. **attestations** — a run asleep while every manual step is attested is woken; a case
+   whose manual steps are past their deadline goes to "needs attention" (the run keeps
+   waiting: a late attestation still completes the case).
 
 Several web processes may run a dispatcher each: every change is claimed in the database
 first, in the same transaction as its audit event.
@@ -29,6 +32,7 @@ import structlog
 from prefect.client.schemas.objects import FlowRun, StateType
 from sqlmodel import Session, col, select
 
+from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
@@ -91,6 +95,7 @@ class Dispatcher:
             return  # Prefect unreachable: nothing to compare against this time
         await self.deliver_decisions(runs)
         await self.recover(runs)
+        await self.follow_attestations(runs)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -211,8 +216,51 @@ class Dispatcher:
             else:
                 log.info("run rescheduled", case_id=case.id, attempt=attempt + 1, why=why)
 
+    # -- 4. attestations ---------------------------------------------------------
+
+    async def follow_attestations(self, runs: dict[str, tuple[Case, FlowRun | None]]) -> None:
+        waiting_states = (CaseStatus.AWAITING_ATTESTATION, CaseStatus.NEEDS_ATTENTION)
+        for case, run in runs.values():
+            if case.status not in waiting_states:
+                continue
+            if case.status == CaseStatus.AWAITING_ATTESTATION:
+                late = await self._db(overdue, self.services, case.id)
+                if late:
+                    names = "; ".join(f"{a.label} ({a.assignee_id})" for a in late)
+                    problem = f"manual steps not attested by their deadline: {names}"
+                    await self._db(give_up, self.services, case, problem[:2000])
+            if run is None or run.state is None or run.state.type != StateType.PAUSED:
+                continue
+            pause_key = (run.state.state_details.pause_key or "") if run.state.state_details else ""
+            pause = f"{run.id}:{run.state.id}"
+            if not pause_key.startswith("attest-") or pause in self._delivered:
+                continue
+            if not await self._db(all_attested, self.services, case):
+                continue
+            self._delivered.add(pause)
+            resumed = await self.gateway.resume(str(run.id), {"case_id": case.id}, wait_seconds=0)
+            await self._db(
+                lambda c=case, r=resumed: audit.record(
+                    self.services.engine,
+                    action="run.resumed" if r else "run.resume_pending",
+                    actor="dispatcher",
+                    outcome="ok" if r else "pending",
+                    case_id=c.id,
+                    details={"why": "manual steps attested", "flow_run_id": c.flow_run_id},
+                )
+            )
+
 
 # -- database work (worker threads) --------------------------------------------
+
+
+def all_attested(services: Services, case: Case) -> bool:
+    record = latest_plan(services.engine, case.id)
+    return (
+        record is not None
+        and record.status == PlanStatus.APPROVED
+        and not unattested(services, record)
+    )
 
 
 def cases_without_run(services: Services, limit: int = 200) -> list[Case]:

@@ -8,8 +8,10 @@ from datetime import timedelta
 import jinja2
 from sqlalchemy.engine import Engine
 
+from approvals.attestations import LINK_DAYS
 from approvals.rules import FourEyesPolicy
-from approvals.tokens import DecisionSigner, LinkSigner
+from approvals.tokens import AttestationSigner, DecisionSigner, LinkSigner
+from connectors import manual
 from connectors.base import Connector, PeopleDirectory
 from connectors.registry import build_connector, build_people_directory
 from offboarding.domain.policy import Policy
@@ -29,6 +31,7 @@ class Services:
     templates: jinja2.Environment
     links: LinkSigner
     decisions: DecisionSigner
+    attestations: AttestationSigner
     policy: FourEyesPolicy = field(default_factory=FourEyesPolicy)
 
     @property
@@ -70,6 +73,13 @@ def build_services(
             f"{settings.home / 'config.toml'} (see README) or run `offboarding demo`"
         )
     connectors = {config["name"]: build_connector(config) for config in settings.connectors}
+    if settings.policy.manual_steps:
+        if manual.NAME in connectors:
+            raise ValueError(
+                f"a connector is named {manual.NAME!r}, the name of the work instruction's "
+                "manual steps ([policy] manual_steps): rename the connector"
+            )
+        connectors[manual.NAME] = manual.ManualSteps(settings.policy.manual_steps)
     key = settings.signing_key.get_secret_value()
     return Services(
         settings=settings,
@@ -80,5 +90,6 @@ def build_services(
         templates=template_env(),
         links=LinkSigner(key, ttl=timedelta(hours=settings.approval_ttl_hours)),
         decisions=DecisionSigner(key),
+        attestations=AttestationSigner(key, ttl=timedelta(days=LINK_DAYS)),
         policy=FourEyesPolicy(required_approvals=settings.policy.required_approvals),
     )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
+from approvals.attestation_pages import attestation_router
 from approvals.web import approvals_router
 from offboarding.intake.routes import document_intake, intake_router
 from offboarding.orchestration.dispatcher import Dispatcher
@@ -49,6 +50,7 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.include_router(intake_router(services, wake_dispatcher=dispatcher.wake))
     app.include_router(approvals_router(services, gateway, wake_dispatcher=dispatcher.wake))
+    app.include_router(attestation_router(services, gateway, wake_dispatcher=dispatcher.wake))
     document_intake(app)
 
     @app.get("/healthz", tags=["health"])

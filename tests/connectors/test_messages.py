@@ -59,7 +59,11 @@ def test_every_message_is_translated_with_the_same_parameters(language: str) -> 
     english, translated = catalog("en"), catalog(language)
     assert translated.keys() == english.keys()
     for key, phrase in english.items():
-        assert params(translated[key]) == params(phrase), key
+        # a translation may use a parameter's own translation, `<name>_<language>`
+        # (free text from the configuration, such as a manual step's Dutch wording)
+        wanted = params(phrase)
+        used = [p.removesuffix(f"_{language}") for p in params(translated[key])]
+        assert sorted(used) == wanted, key
 
 
 def test_a_message_without_parameters_keeps_its_percent_signs() -> None:

@@ -77,11 +77,13 @@ PLUGIN = """
 
 
 def test_built_in_kinds() -> None:
-    assert {"ldap", "scim"} <= set(known_kinds())
+    assert {"ldap", "scim", "entra", "github", "gitlab", "plesk", "directadmin"} <= set(
+        known_kinds()
+    )
     assert isinstance(build_connector(SCIM | {"token": "t"}, dry_run=True), ScimConnector)
     assert isinstance(build_connector(LDAP), LdapConnector)
-    with pytest.raises(UnknownConnectorKind, match="unknown kind 'github'; use one of: ldap"):
-        build_connector({"kind": "github", "name": "gh"})
+    with pytest.raises(UnknownConnectorKind, match="unknown kind 'svn'; use one of: directadmin"):
+        build_connector({"kind": "svn", "name": "repo"})
     with pytest.raises(UnknownConnectorKind, match="cannot act as the people directory"):
         build_people_directory(SCIM | {"token": "t"})
 
