@@ -1,5 +1,7 @@
-"""`offboarding demo`: the whole service plus two throwaway systems with a demo organisation:
-a directory (slapd) and an information system (a SCIM app)."""
+"""`offboarding demo`: the whole service plus throwaway systems with a demo organisation: a
+directory (slapd), an information system (a SCIM app), and sandboxes (stateful fakes, so
+labelled) of Microsoft Entra ID, GitHub and two hosting panels; plus one manual step (the
+laptop and the badge) that a person attests."""
 
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ from pathlib import Path
 import httpx
 import typer
 
+from connectors.manual import ManualStep
 from demo.apex import NAME as APEX_NAME
 from demo.apex import ApexApp, ScimAppUnavailable, running_apex
 from demo.directory import LocalDirectory
+from demo.github_sandbox import running_github_sandbox
+from demo.graph_sandbox import running_graph_sandbox
 from demo.organisation import DemoOrg, seed_demo_org
+from demo.panel_sandbox import running_panel_sandbox
 from demo.starter import StarterConnector, write_starter
 from offboarding.domain.cases import get_case
 from offboarding.intake.client import send_event, termination_event
@@ -28,6 +34,16 @@ from offboarding.wiring.db import make_engine
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.service import RunningService, run_service
 from offboarding.wiring.settings import PeopleSettings, Settings
+
+# The work instruction's manual step in the demo: Milan Dijkstra (Operations) collects them.
+MANUAL_STEPS = [
+    {
+        "id": "laptop-and-badge",
+        "text": "Collect the laptop and the door badge",
+        "text_nl": "Laptop en toegangspas innemen",
+        "assignee": "E1016",
+    }
+]
 
 LINK = re.compile(r"https?://\S+/approvals/[A-Za-z0-9._\-]+")
 
@@ -93,22 +109,49 @@ class DemoSystems:
     apex: ApexApp | None  # None without scim2-server
     connectors: list[StarterConnector]
     apex_missing: str = ""
+    sandboxes: list[tuple[str, str]] | None = None  # (name, base URL) of each sandbox
 
 
 def start_systems(stack: contextlib.ExitStack, home: Path) -> DemoSystems:
-    """The directory (slapd) and the information system (a SCIM app), stopped by `stack`."""
+    """The directory (slapd), the information system (a SCIM app) and the sandboxes,
+    stopped by `stack`."""
     directory = stack.enter_context(
         LocalDirectory.start(home / "directory", admin_password=secrets.token_urlsafe(18))
     )
     org = seed_demo_org(directory, password="Demo-" + secrets.token_urlsafe(9))
     ldap = directory.connector_config(name="directory", managers_group=org.managers_group_dn)
     connectors = [StarterConnector(ldap, {"bind_password": "DIRECTORY_BIND_PASSWORD"})]
+    sandboxes = start_sandboxes(stack, connectors)
     try:
         apex = stack.enter_context(running_apex(token=secrets.token_urlsafe(24)))
     except ScimAppUnavailable as exc:
-        return DemoSystems(directory, org, None, connectors, apex_missing=str(exc))
+        return DemoSystems(directory, org, None, connectors, str(exc), sandboxes)
     connectors.append(StarterConnector(apex.connector_config(), {"token": "APEX_SCIM_TOKEN"}))
-    return DemoSystems(directory, org, apex, connectors)
+    return DemoSystems(directory, org, apex, connectors, "", sandboxes)
+
+
+def start_sandboxes(
+    stack: contextlib.ExitStack, connectors: list[StarterConnector]
+) -> list[tuple[str, str]]:
+    """Entra ID (over HTTPS with its own CA), GitHub and the two hosting panels: stateful
+    fakes of the vendors' APIs, named "(sandbox)" wherever a person reads them."""
+    graph = stack.enter_context(running_graph_sandbox())
+    connectors.append(StarterConnector(graph.connector_config(), {"client_secret": "ENTRA_SECRET"}))
+    github = stack.enter_context(running_github_sandbox())
+    connectors.append(StarterConnector(github.connector_config(), {"token": "GITHUB_TOKEN"}))
+    panels = stack.enter_context(
+        running_panel_sandbox(plesk_key=secrets.token_urlsafe(24), da_key=secrets.token_urlsafe(24))
+    )
+    connectors.append(StarterConnector(panels.plesk.connector_config(), {"api_key": "PLESK_KEY"}))
+    connectors.append(
+        StarterConnector(panels.directadmin.connector_config(), {"login_key": "DA_LOGIN_KEY"})
+    )
+    return [
+        (str(graph.connector_config()["name"]), graph.base_url),
+        (str(github.connector_config()["name"]), github.base_url),
+        (str(panels.plesk.connector_config()["name"]), panels.plesk.base_url),
+        (str(panels.directadmin.connector_config()["name"]), panels.directadmin.base_url),
+    ]
 
 
 def run_demo(
@@ -136,6 +179,13 @@ def run_demo(
                 "database_url": None,
                 "public_url": None,
                 "env": "demo",
+                "policy": settings.policy.model_copy(
+                    update={
+                        "manual_steps": tuple(ManualStep(**m) for m in MANUAL_STEPS),
+                        # what the sandboxes can only report (a dynamic group, a device) too
+                        "manual_assignee": "E1016",
+                    }
+                ),
             }
         )
         with run_service(settings) as running:
@@ -150,6 +200,12 @@ def run_demo(
                 )
             else:
                 typer.secho(f"  {systems.apex_missing}", fg=typer.colors.YELLOW)
+            for name, url in systems.sandboxes or []:
+                typer.echo(f"  {name}: {url}")
+            typer.echo(
+                "  Manual steps: Milan Dijkstra (E1016) collects the laptop and badge and does "
+                "what no API reaches; after the approval his attestation links are in the outbox"
+            )
             typer.echo(
                 f"  Configuration to start from: {starter.config} "
                 f"(its secrets: {starter.secrets.name} next to it)"

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.registry import secret_settings
 from offboarding.wiring.settings import Settings
 
-_SECRET_HINTS = ("password", "secret", "token", "key")
 _COMMENT_COLUMN = 36
 # What a reader needs to know about a connector setting, by key.
 _NOTES = {
@@ -145,9 +145,9 @@ def _connector_toml(connector: StarterConnector) -> str:
         if key in connector.secrets:
             variable = connector.secrets[key]
             lines.append(_commented(f"{key} = {_toml(f'env:{variable}')}", "see secrets.env"))
-        elif any(hint in key.lower() for hint in _SECRET_HINTS) and value:
+        elif key in secret_settings(connector.config.get("kind")) and value:
             raise ValueError(
-                f"connector {connector.config.get('name')!r}: {key} looks secret but has no "
+                f"connector {connector.config.get('name')!r}: {key} is a secret setting but has no "
                 "environment variable to go to; name one in its `secrets`"
             )
         else:
@@ -199,4 +199,6 @@ def _toml(value: Any) -> str:
         return json.dumps(str(value), ensure_ascii=False)  # JSON's escapes are TOML's
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, Mapping):  # an inline table; keys quoted (employee ids, logins)
+        return "{ " + ", ".join(f"{_toml(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML: {value!r}")

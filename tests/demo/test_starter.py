@@ -69,16 +69,26 @@ def test_the_starter_checks_out_against_the_demo_systems_in_production(tmp_path:
         "OFFBOARDING_SIGNING_KEY",
         "DIRECTORY_BIND_PASSWORD",
         "APEX_SCIM_TOKEN",
+        "ENTRA_SECRET",
+        "GITHUB_TOKEN",
+        "PLESK_KEY",
+        "DA_LOGIN_KEY",
     }
     assert not [name for name, value in secrets.items() if value in text]
-    assert [(c["name"], c["kind"]) for c in config["connectors"]] == [
+    kinds = [(c["name"], c["kind"]) for c in config["connectors"]]
+    assert kinds == [
         ("directory", "ldap"),
+        ("Microsoft Entra ID (sandbox)", "entra"),
+        ("GitHub (sandbox)", "github"),
+        ("Webhosting (Plesk sandbox)", "plesk"),
+        ("Webhosting (DirectAdmin sandbox)", "directadmin"),
         (NAME, "scim"),
     ]
     assert config["people"] == {"connector": "directory"}
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "directory (ldap): ok" in checked.stdout
-    assert f"{NAME} (scim): ok" in checked.stdout
+    for name, kind in kinds:  # every system, sandboxes included, answers the starter's config
+        assert f"{name} ({kind}): ok" in checked.stdout, checked.stdout
     assert "managers who can approve: 4" in checked.stdout
     assert not [name for name, value in secrets.items() if value in checked.stdout]
 
@@ -90,6 +100,6 @@ def test_a_secret_with_no_variable_to_go_to_is_refused_and_nothing_written(
         {"name": "crm", "kind": "scim", "base_url": "https://crm.example.nl/scim/v2", "token": "x"},
         secrets={},
     )
-    with pytest.raises(ValueError, match="token looks secret"):
+    with pytest.raises(ValueError, match="token is a secret setting"):
         write_starter(tmp_path / "starter", settings=Settings(home=tmp_path), connectors=[leaky])
     assert not (tmp_path / "starter").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import ldap3
 import pytest
-from support import decide, groups_with, is_locked, text_of, wait_for_state
+from support import csrf_of, decide, groups_with, is_locked, text_of, wait_for_state
 
 from demo.directory import LocalDirectory
 from offboarding.wiring.processes import free_port
@@ -141,6 +141,13 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     console.wait_for(rf"Prefect UI \(management view\): +http://127.0.0.1:{prefect}")
     ldap_url = console.wait_for(r"Demo directory: (ldap://\S+)").group(1)
     scim_url = console.wait_for(r"Demo SCIM app \(Informatiesysteem \(APEX\)\): (http\S+)").group(1)
+    github_url = console.wait_for(r"GitHub \(sandbox\): (http\S+)").group(1)
+    for sandbox in (
+        r"Microsoft Entra ID \(sandbox\)",
+        r"\(Plesk sandbox\)",
+        r"\(DirectAdmin sandbox\)",
+    ):
+        console.wait_for(rf"{sandbox}: https?://127\.0\.0\.1")
     starter = Path(console.wait_for(r"Configuration to start from: (\S+)").group(1))
     console.wait_for(r"Open one approval link as a second manager")
     links = re.findall(
@@ -172,7 +179,33 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     assert page.count("<td>Informatiesysteem (APEX)</td>") == 3, page
     assert page.count("<td>directory</td>") == directory_rows, page
 
+    for sandbox in ("Microsoft Entra ID (sandbox)", "GitHub (sandbox)"):
+        assert f"<td>{sandbox}</td>" in page, sandbox
+    assert "Laptop en toegangspas innemen" in mail  # the manual step, in Lars's Dutch
+
     assert decide(links[0], "approve").status_code == 200
+    # every system is revoked; the run waits for Milan to attest the manual step
+    waiting = wait_for_state(api, flow_run_id, "PAUSED", "COMPLETED", "FAILED")
+    assert waiting["state"]["state_details"]["pause_key"].startswith("attest-"), waiting["state"]
+    to_milan = [
+        m
+        for m in (
+            email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            for path in (home / "outbox").glob("*.eml")
+        )
+        if "mdijkstra@" in str(m["To"])
+    ]
+    # the laptop and badge, and what the Entra sandbox can only report (device, rule, list)
+    assert len(to_milan) == 4, [str(m["Subject"]) for m in to_milan]
+    for message in to_milan:
+        (attest_link,) = re.findall(r"http\S+/attest/\S+", text_of(message))  # type: ignore[arg-type]
+        with httpx.Client(timeout=30) as browser:
+            form = browser.get(attest_link)
+            assert form.status_code == 200, form.text
+            done = browser.post(
+                attest_link, data={"remark": "done", "csrf_token": csrf_of(form.text)}
+            )
+        assert done.status_code == 200, done.text
     run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED")
     assert run["state"]["type"] == "COMPLETED"
     assert run["name"] == "offboard-E1042-jdevries"
@@ -185,7 +218,25 @@ def test_demo_prints_links_a_manager_approves_and_the_run_completes(run_cli, tmp
     secret_values = read_env_file(secrets_file)
     assert not [name for name, value in secret_values.items() if value in starter.read_text()]
     assert not [name for name, value in secret_values.items() if value in console.text]
-    directory, apex = config["connectors"]
+    by_kind = {c["kind"]: c for c in config["connectors"]}
+    directory, apex = by_kind["ldap"], by_kind["scim"]
+
+    # the GitHub sandbox, read over HTTP: Jan is no longer in the organisation
+    github = by_kind["github"]
+    assert github["base_url"] == github_url
+    token = secret_values[github["token"].removeprefix("env:")]
+    membership = httpx.get(
+        f"{github_url}/orgs/{github['organization']}/memberships/jdevries-acme",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert membership.status_code == 404, membership.text
+    colleague = httpx.get(
+        f"{github_url}/orgs/{github['organization']}/memberships/bmulder-acme",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert colleague.status_code == 200, colleague.text
 
     # the SCIM app, read over HTTP: the leaver is inactive and in no group; colleagues stay
     assert apex["base_url"] == scim_url
