@@ -115,11 +115,35 @@ def check() -> None:
         if len(managers) < 2:
             attention.append("managers")
             _say("  - four-eyes needs at least two managers: the requester never approves")
+        attention += _check_assignees(settings)
     ok, detail = _database_health(settings)
     attention += [] if ok else ["database"]
     _say(f"database: {detail}")
     if attention:
         _fail(f"Needs attention: {', '.join(attention)} (see above).")
+
+
+def _check_assignees(settings: Settings) -> list[str]:
+    """Every person the work instruction assigns a manual step to must be known, with an
+    email address: else nobody could attest it and the case would stop."""
+    from connectors.registry import build_people_directory
+
+    rules = settings.policy
+    wanted = {step.assignee: f"manual step {step.id!r}" for step in rules.manual_steps}
+    if rules.manual_assignee:
+        wanted.setdefault(rules.manual_assignee, "manual_assignee")
+    if not wanted:
+        return []
+    people = build_people_directory(settings.connector_config(settings.people.connector))
+    unknown = []
+    for employee_id, role in sorted(wanted.items()):
+        person = people.find_person(employee_id)
+        if person is None or not person.email:
+            unknown.append(f"{employee_id} ({role})")
+    _say(f"manual steps: {len(rules.manual_steps)}; assignees known: {len(wanted) - len(unknown)}")
+    for problem in unknown:
+        _say(f"  - config.toml: policy: {problem} is not in the people directory or has no email")
+    return ["manual step assignees"] if unknown else []
 
 
 def _database_health(settings: Settings) -> tuple[bool, str]:

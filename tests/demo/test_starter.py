@@ -61,7 +61,26 @@ def test_the_starter_checks_out_against_the_demo_systems_in_production(tmp_path:
             text=True,
             timeout=60,
         )
+        unknown_assignee = subprocess.run(
+            [*CLI, "check"],
+            cwd=tmp_path,
+            env={
+                **outer,
+                **secrets,
+                "OFFBOARDING_CONFIG": str(starter.config),
+                "OFFBOARDING_HOME": str(tmp_path / "installation"),
+                "OFFBOARDING_POLICY__MANUAL_ASSIGNEE": "E9999",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
+    assert unknown_assignee.returncode == 1, unknown_assignee.stdout + unknown_assignee.stderr
+    assert (
+        "config.toml: policy: E9999 (manual_assignee) is not in the people directory"
+        in unknown_assignee.stdout
+    )
     assert starter.config == (home / "starter" / "config.toml").resolve()
     assert stat.S_IMODE(starter.secrets.stat().st_mode) == 0o600
     assert set(secrets) == {
