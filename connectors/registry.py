@@ -35,10 +35,11 @@ class ConnectorPluginError(ValueError):
 
 
 def _built_in() -> list[ConnectorKind]:
-    from connectors import directadmin, entra, github, gitlab, ldap, plesk, scim
+    from connectors import active_directory, directadmin, entra, github, gitlab, ldap, plesk, scim
 
     return [
         ldap.KIND,
+        active_directory.KIND,
         scim.KIND,
         entra.KIND,
         github.KIND,

@@ -256,8 +256,11 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 
 @contextmanager
-def running_graph_sandbox(*, token_lifetime: int = 3599) -> Iterator[GraphSandbox]:
-    """Seed a tenant and serve it over HTTPS on 127.0.0.1; stopped on exit."""
+def running_graph_sandbox(
+    *, token_lifetime: int = 3599, synced_leaver: bool = False
+) -> Iterator[GraphSandbox]:
+    """Seed a tenant and serve it over HTTPS on 127.0.0.1; stopped on exit. With
+    `synced_leaver` the leaver is synced from on-premises AD (a hybrid leaver)."""
     import uvicorn
 
     with tempfile.TemporaryDirectory(prefix="graph-sandbox-") as tmp:
@@ -269,7 +272,7 @@ def running_graph_sandbox(*, token_lifetime: int = 3599) -> Iterator[GraphSandbo
         tenant = GraphTenant(tenant_id=TENANT, token_lifetime=token_lifetime, issuer_host=origin)
         secret = secrets.token_urlsafe(24)
         tenant.register_app(CLIENT_ID, ALL_PERMISSIONS, secret=secret)
-        seed = seed_demo_tenant(tenant)
+        seed = seed_demo_tenant(tenant, synced_leaver=synced_leaver)
         config = uvicorn.Config(
             asgi_app(tenant),
             log_level="warning",

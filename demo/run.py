@@ -27,6 +27,7 @@ from demo.github_sandbox import running_github_sandbox
 from demo.graph_sandbox import running_graph_sandbox
 from demo.organisation import DemoOrg, seed_demo_org
 from demo.panel_sandbox import running_panel_sandbox
+from demo.samba_ad import SambaUnavailable, running_samba_ad
 from demo.starter import StarterConnector, write_starter
 from offboarding.domain.cases import get_case
 from offboarding.intake.client import send_event, termination_event
@@ -112,30 +113,54 @@ class DemoSystems:
     sandboxes: list[tuple[str, str]] | None = None  # (name, base URL) of each sandbox
 
 
-def start_systems(stack: contextlib.ExitStack, home: Path) -> DemoSystems:
+def start_systems(stack: contextlib.ExitStack, home: Path, *, with_ad: bool = False) -> DemoSystems:
     """The directory (slapd), the information system (a SCIM app) and the sandboxes,
-    stopped by `stack`."""
+    stopped by `stack`; `with_ad`: an Active Directory DC (Samba) too, where Jan de Vries
+    is the hybrid leaver whose Entra ID account is synced from AD."""
     directory = stack.enter_context(
         LocalDirectory.start(home / "directory", admin_password=secrets.token_urlsafe(18))
     )
     org = seed_demo_org(directory, password="Demo-" + secrets.token_urlsafe(9))
     ldap = directory.connector_config(name="directory", managers_group=org.managers_group_dn)
     connectors = [StarterConnector(ldap, {"bind_password": "DIRECTORY_BIND_PASSWORD"})]
-    sandboxes = start_sandboxes(stack, connectors)
+    notes: list[str] = []
+    hybrid = with_ad and start_active_directory(stack, connectors, notes)
+    sandboxes = start_sandboxes(stack, connectors, hybrid=hybrid)
     try:
         apex = stack.enter_context(running_apex(token=secrets.token_urlsafe(24)))
     except ScimAppUnavailable as exc:
-        return DemoSystems(directory, org, None, connectors, str(exc), sandboxes)
+        notes.append(str(exc))
+        return DemoSystems(directory, org, None, connectors, "; ".join(notes), sandboxes)
     connectors.append(StarterConnector(apex.connector_config(), {"token": "APEX_SCIM_TOKEN"}))
-    return DemoSystems(directory, org, apex, connectors, "", sandboxes)
+    return DemoSystems(directory, org, apex, connectors, "; ".join(notes), sandboxes)
+
+
+def start_active_directory(
+    stack: contextlib.ExitStack, connectors: list[StarterConnector], notes: list[str]
+) -> bool:
+    """A throwaway Samba AD DC (about 20 s to provision); False, with a note, without Samba."""
+    try:
+        ad = stack.enter_context(
+            running_samba_ad(
+                admin_password="Ad-" + secrets.token_urlsafe(12) + "1!",
+                user_password="Demo-" + secrets.token_urlsafe(9) + "1!",
+            )
+        )
+    except SambaUnavailable as exc:
+        notes.append(f"Active Directory is left out: {exc}")
+        return False
+    connectors.append(
+        StarterConnector(ad.connector_config(), {"bind_password": "AD_BIND_PASSWORD"})
+    )
+    return True
 
 
 def start_sandboxes(
-    stack: contextlib.ExitStack, connectors: list[StarterConnector]
+    stack: contextlib.ExitStack, connectors: list[StarterConnector], *, hybrid: bool = False
 ) -> list[tuple[str, str]]:
     """Entra ID (over HTTPS with its own CA), GitHub and the two hosting panels: stateful
     fakes of the vendors' APIs, named "(sandbox)" wherever a person reads them."""
-    graph = stack.enter_context(running_graph_sandbox())
+    graph = stack.enter_context(running_graph_sandbox(synced_leaver=hybrid))
     connectors.append(StarterConnector(graph.connector_config(), {"client_secret": "ENTRA_SECRET"}))
     github = stack.enter_context(running_github_sandbox())
     connectors.append(StarterConnector(github.connector_config(), {"token": "GITHUB_TOKEN"}))
@@ -159,13 +184,14 @@ def run_demo(
     *,
     announce: Callable[[RunningService], None],
     wait: Callable[[], None],
+    with_ad: bool = False,
 ) -> None:
     """Everything under `settings.home` is the demo's own and starts fresh."""
     configure_logging()
     shutil.rmtree(settings.home, ignore_errors=True)
     settings.home.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
-        systems = start_systems(stack, settings.home)
+        systems = start_systems(stack, settings.home, with_ad=with_ad)
         org = systems.org
         starter = write_starter(
             settings.home / "starter", settings=settings, connectors=systems.connectors

@@ -28,7 +28,9 @@ from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
 from connectors.base import MANUAL, AccessGrant, Outcome, OutcomeStatus, TransientError
+from flows.oversight import refresh_overview
 from offboarding.domain import audit
+from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, write_anchor
 from offboarding.domain.cases import (
     Recorded,
     get_case,
@@ -59,6 +61,8 @@ from offboarding.domain.revocation import (
     verify_all,
 )
 from offboarding.domain.text import safe_display
+from offboarding.evidence.pack import gather
+from offboarding.evidence.render import Format, render_text
 from offboarding.notification import notify
 from offboarding.notification.mail import TransientMailError
 from offboarding.wiring.logging import bind_case, configure_logging
@@ -206,6 +210,27 @@ def open_manual_steps(case_id: str, plan_id: str) -> list[str]:
     return [step.grant.label.text for step in unattested(run_services(), plan_by_id(plan_id))]
 
 
+@task(cache_policy=NO_CACHE)
+def revoke_system(
+    case_id: str, plan_id: str, steps: list[PlanStep], removed: frozenset[str]
+) -> tuple[list[Outcome], list[str]]:
+    """One system's steps, in the plan's order (each retried on its own); a failed step is
+    recorded and the next one taken. Returns the outcomes and the failures, in words."""
+    outcomes: list[Outcome] = []
+    failures: list[str] = []
+    gone = set(removed)
+    for step in steps:
+        try:
+            outcome = with_retries(revoke)(case_id, plan_id, step, frozenset(gone))
+        except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
+            failures.append(f"{step.grant.label.text}: {type(exc).__name__}: {exc}")
+            continue
+        outcomes.append(outcome)
+        if outcome.status in REMOVED:
+            gone.add(step.grant.key)
+    return outcomes, failures
+
+
 @resilient
 def verify(case_id: str) -> VerificationReport:
     return verify_all(run_services(), case_id, leaver_of(case_by_id(case_id)))
@@ -238,6 +263,8 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
         attempt += 1
         key = f"decision-{record.plan_hash[:16]}-{attempt}"
         set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
+        if attempt == 1:
+            refresh_view(services)
         try:
             received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
         except ValidationError:
@@ -285,6 +312,7 @@ def await_attestations(services: Services, case: Case, record: RevocationPlanRec
             CaseStatus.AWAITING_ATTESTATION,
             f"{len(still_open)} manual step(s) to attest: {'; '.join(still_open)}"[:2000],
         )
+        refresh_view(services)
         try:
             suspend_flow_run(wait_for_input=AttestationsDone, key=key, timeout=None)
         except ValidationError:
@@ -322,6 +350,8 @@ def offboard_leaver(request: OffboardRequest) -> str:
                     ),
                 )
                 notify.rejected(services, case, record)
+                publish_evidence_pack(services, case)
+                refresh_view(services)
                 return CaseStatus.REJECTED.value
             set_plan_status(services.engine, record.id, PlanStatus.APPROVED)
             current = with_retries(take_inventory)(case.id)
@@ -370,6 +400,8 @@ def stop_for_attention(
         ),
     )
     notify.needs_attention(services, case, problem, done=done, not_done=not_done)
+    publish_evidence_pack(services, case)
+    refresh_view(services)
     raise NeedsAttention(f"case {case.id} needs attention: {problem}")
 
 
@@ -413,26 +445,29 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         for step in steps_of(services, record.id)
         if step.status in (StepStatus.DONE, StepStatus.ALREADY_DONE)
     }
-    outcomes: list[Outcome] = []
-    failures: list[str] = []
-    removed: set[str] = set(finished)  # a cascaded step goes with a removed parent
+    by_key: dict[str, Outcome] = {}
+    pending: dict[str, list[PlanStep]] = {}  # per system, in the plan's order
     for step in plan.steps:
         earlier = finished.get(step.grant.key)
         if earlier is not None:
-            outcomes.append(recorded_outcome(step, earlier))
-            continue
-        if step.action == MANUAL:  # attested by a person, through their link
-            outcomes.append(Outcome(step.grant, OutcomeStatus.AWAITING_ATTESTATION, "", MANUAL))
-            continue
-        future = with_retries(revoke).submit(case.id, record.id, step, frozenset(removed))
-        try:
-            outcome = future.result()
-        except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
-            failures.append(f"{step.grant.label.text}: {type(exc).__name__}: {exc}")
-            continue
-        outcomes.append(outcome)
-        if outcome.status in REMOVED:
-            removed.add(step.grant.key)
+            by_key[step.grant.key] = recorded_outcome(step, earlier)
+        elif step.action == MANUAL:  # attested by a person, through their link
+            by_key[step.grant.key] = Outcome(
+                step.grant, OutcomeStatus.AWAITING_ATTESTATION, "", MANUAL
+            )
+        else:
+            pending.setdefault(step.grant.connector, []).append(step)
+    # systems at once, each its own steps in order: a slow or failing system delays no other
+    removed = frozenset(finished)  # a cascaded step goes with a removed parent
+    running = [
+        revoke_system.submit(case.id, record.id, steps, removed) for steps in pending.values()
+    ]
+    failures: list[str] = []
+    for future in running:
+        done, failed = future.result()
+        by_key.update((o.grant.key, o) for o in done)
+        failures += failed
+    outcomes = [by_key[s.grant.key] for s in plan.steps if s.grant.key in by_key]
     report = with_retries(verify)(case.id)
     publish_evidence(services, case, record, outcomes, report, failures)
     if failures or not report.clean:
@@ -453,7 +488,53 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         publish_evidence(services, case, record, outcomes, report, failures)
     set_status(services.engine, case.id, CaseStatus.COMPLETED, event=Recorded("case.completed"))
     notify.completed(services, case, record, outcomes, report)
+    anchor_audit_log(services)
+    publish_evidence_pack(services, case)
+    refresh_view(services)
     return CaseStatus.COMPLETED.value
+
+
+def publish_evidence_pack(services: Services, case: Case) -> None:
+    """The finished case's full evidence pack (`offboarding evidence` renders the same as
+    HTML or PDF), in English and Dutch, as the run's artifact. Never stops a case."""
+    try:
+        pack = gather(services.engine, case.id)
+        markdown = "\n\n---\n\n".join(render_text(pack, lang, Format.MD) for lang in ("en", "nl"))
+        create_markdown_artifact(
+            key=f"evidence-pack-{case.id[:12]}",
+            markdown=markdown,
+            description=notify.artifact_description("evidence", case),
+        )
+    except Exception as exc:  # noqa: BLE001 - the case's own evidence artifact is already there
+        log.warning("evidence pack not published", problem=f"{type(exc).__name__}: {exc}")
+
+
+def refresh_view(services: Services) -> None:
+    """A new version of the management overview (`offboarding-overview`) after a change of
+    state; the scheduled `oversight` run refreshes it too. Never stops a case."""
+    try:
+        refresh_overview(services)
+    except Exception as exc:  # noqa: BLE001 - the view is a convenience, the case goes on
+        log.warning("overview not refreshed", problem=f"{type(exc).__name__}: {exc}")
+
+
+def anchor_audit_log(services: Services) -> None:
+    """Anchor the audit chain's head outside the database — in the anchor file and as the
+    keyed artifact `audit-anchor` in Prefect — so a cut tail is detected
+    (`offboarding audit verify`). A failure here is logged; the case is done."""
+    try:
+        anchor = write_anchor(services.engine, FileAnchorSink(services.settings.home / ANCHOR_FILE))
+    except (AnchorFileError, OSError) as exc:
+        log.error("audit log not anchored", problem=str(exc))
+        return
+    create_markdown_artifact(
+        key="audit-anchor",
+        markdown=(
+            "| seq | hash | events | at |\n|---|---|---|---|\n"
+            f"| {anchor.seq} | `{anchor.hash}` | {anchor.count} | {anchor.when} |\n"
+        ),
+        description="Head of the audit hash chain / Kop van de audit-hashketen",
+    )
 
 
 def outcomes_of(services: Services, record: RevocationPlanRecord) -> list[Outcome]:

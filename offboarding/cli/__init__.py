@@ -11,7 +11,8 @@ import importlib
 
 from offboarding.cli.app import app
 
-for _commands in ("service", "plans", "records", "hris"):  # registered in the order --help shows
+# registered in the order --help shows
+for _commands in ("service", "plans", "records", "hris", "evidence"):
     importlib.import_module(f"offboarding.cli.{_commands}")
 
 __all__ = ["app"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -120,16 +121,78 @@ def audit_show(case_id: Annotated[str, typer.Argument(help="The case id.")]) -> 
         )
 
 
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit hash chain; non-zero exit names the first bad event."""
-    from offboarding.domain.audit import verify_chain
+AnchorsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchors", help="The anchor file (default: audit-anchors.jsonl in the data dir)."
+    ),
+]
 
-    report = verify_chain(_database(_settings()))
-    if report.ok:
-        typer.echo(f"Audit log intact: {report.events} events, hash chain verified.")
+
+@audit_app.command("verify")
+def audit_verify(anchors: AnchorsOption = None) -> None:
+    """Recompute the audit hash chain and check it against the anchor file (rows cut from the
+    end of the log); non-zero exit names the first bad event or the reason."""
+    from offboarding.domain.anchors import ANCHOR_FILE, read_anchors, verify_against_anchors
+
+    settings = _settings()
+    engine = _database(settings)
+    path = anchors or settings.home / ANCHOR_FILE
+    if anchors is not None and not anchors.is_file():
+        _fail(f"No anchor file at {anchors}; leave out --anchors to use {ANCHOR_FILE}.", 2)
+    report = verify_against_anchors(engine, read_anchors(path))
+    chain = report.chain
+    if not chain.ok:
+        _fail(
+            "\n".join(
+                [f"Audit log BROKEN at event {chain.first_bad_seq}: {chain.problem}."]
+                + [f"Audit log BROKEN: {problem}." for problem in report.problems]
+            )
+        )
+    if report.problems:
+        _fail("\n".join(f"Audit log BROKEN: {problem}." for problem in report.problems))
+    summary = f"Audit log intact: chain of {chain.events} events intact, hash chain verified"
+    if report.newest is None:
+        typer.echo(
+            f"{summary}; no anchors in {path}, so rows cut from the end cannot be detected "
+            "(`offboarding audit anchor` writes one)."
+        )
         return
-    _fail(f"Audit log BROKEN at event {report.first_bad_seq}: {report.problem}.")
+    plural = "" if report.anchors == 1 else "s"
+    newest = report.newest
+    typer.echo(
+        f"{summary}; consistent with {report.anchors} anchor{plural}, "
+        f"newest at seq {newest.seq} of {newest.when}."
+    )
+    if report.uncovered:
+        typer.echo(
+            f"{report.uncovered} event(s) after seq {newest.seq} are not anchored yet: "
+            "cutting them would go unnoticed until the next anchor."
+        )
+
+
+@audit_app.command("anchor")
+def audit_anchor(anchors: AnchorsOption = None) -> None:
+    """Write the chain's head to the anchor file now (and record that in the log)."""
+    import getpass
+
+    from offboarding.domain.anchors import (
+        ANCHOR_FILE,
+        AnchorFileError,
+        FileAnchorSink,
+        write_anchor,
+    )
+
+    settings = _settings()
+    engine = _database(settings)
+    sink = FileAnchorSink(anchors or settings.home / ANCHOR_FILE)
+    try:
+        anchor = write_anchor(engine, sink, actor=f"operator:{getpass.getuser()}")
+    except (AnchorFileError, OSError) as exc:
+        _fail(f"Could not write an anchor: {exc}")
+    typer.echo(
+        f"Anchored seq {anchor.seq} ({anchor.hash[:16]}...) of {anchor.when} in {sink.path}."
+    )
 
 
 # -- acting as the HR system ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -61,7 +61,15 @@ def _announce(running) -> None:  # type: ignore[no-untyped-def]
 
 @app.command()
 def demo(
-    host: HostOption = None, port: PortOption = None, prefect_port: PrefectPortOption = None
+    host: HostOption = None,
+    port: PortOption = None,
+    prefect_port: PrefectPortOption = None,
+    ad: Annotated[
+        bool,
+        typer.Option(
+            "--ad", help="Also start an Active Directory DC (Samba; about 20 s): a hybrid leaver"
+        ),
+    ] = False,
 ) -> None:
     """Run the service with a throwaway demo directory and one leaver event already sent.
 
@@ -74,7 +82,7 @@ def demo(
     settings = _settings(host, port, prefect_port, env="demo", home=base.home / "demo")
     try:
         check_ports_free(settings)  # before the demo wipes its data dir: it may be in use
-        run_demo(settings, announce=_announce, wait=_wait_forever)
+        run_demo(settings, announce=_announce, wait=_wait_forever, with_ad=ad)
     except RuntimeError as exc:
         _fail(f"Could not start: {exc}")
     except KeyboardInterrupt:

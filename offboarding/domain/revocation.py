@@ -23,9 +23,12 @@ from connectors.base import (
     AccessGrant,
     AlreadyDone,
     Connector,
+    ConnectorError,
     Leaver,
     Outcome,
     OutcomeStatus,
+    PermanentError,
+    TransientError,
     Verification,
 )
 from offboarding.domain import audit
@@ -62,7 +65,12 @@ def inventory_all(services: RevocationPorts, leaver: Leaver) -> list[AccessGrant
     """Every grant the leaver holds, in every configured system."""
     grants: list[AccessGrant] = []
     for name, connector in services.connectors.items():
-        found = connector.inventory(leaver)
+        try:
+            found = connector.inventory(leaver)
+        except TransientError as exc:  # retried by the flow; the message names the system
+            raise TransientError(f"{name}: {exc}", exc.retry_after) from exc
+        except ConnectorError as exc:
+            raise PermanentError(f"{name}: {type(exc).__name__}: {exc}") from exc
         log.info("inventory", connector=name, grants=len(found))
         grants.extend(found)
     return grants

@@ -50,12 +50,20 @@ def case_id_for(event_id: str) -> str:
 class Refused(Exception):
     """The event is not accepted; answered with `status` and recorded in the audit log."""
 
-    def __init__(self, status: int, reason: str, detail: Any, event_id: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: Any,
+        event_id: str | None = None,
+        case_id: str | None = None,  # the open case a refused event concerns
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.detail = detail
         self.event_id = event_id
+        self.case_id = case_id
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,7 @@ def store_case(services: Services, event: TerminationEvent) -> Stored:
                 f"an offboarding case for {event.employee.id} is already open: "
                 f"{open_case.id} ({open_case.status.value}); nothing was created",
                 event_id=event.id,
+                case_id=open_case.id,
             )
         case = new_case(event, scheduled=scheduled is not None)
         case.id = case_id_for(event.id)
@@ -182,6 +191,7 @@ def record_refusal(services: Services, refusal: Refused) -> None:
         action="intake.refused",
         actor="hris",
         outcome=refusal.reason,
+        case_id=refusal.case_id,
         details={"event_id": refusal.event_id, "status": refusal.status},
     )
 

@@ -15,6 +15,8 @@ Each pass (woken by the intake, and every `dispatch_interval_seconds`):
 4. **attestations** — a run asleep while every manual step is attested is woken; a case
    whose manual steps are past their deadline goes to "needs attention" (the run keeps
    waiting: a late attestation still completes the case).
+5. **anchor** — about once a minute, while the log grows, the audit chain's head goes into
+   the anchor file outside the database (`offboarding audit verify` detects a cut tail).
 
 Several web processes may run a dispatcher each: every change is claimed in the database
 first, in the same transaction as its audit event.
@@ -36,6 +38,7 @@ from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
+from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, anchor_if_moved
 from offboarding.domain.cases import latest_plan, run_name, start_time
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
@@ -54,6 +57,7 @@ from offboarding.wiring.services import Services
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+ANCHOR_EVERY_SECONDS = 60.0
 START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bottleneck
 _BROKEN = (StateType.CRASHED, StateType.FAILED)
 
@@ -67,6 +71,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
+        self._anchored = float("-inf")  # loop time of the last anchor
 
     # -- running ---------------------------------------------------------------
 
@@ -96,6 +101,7 @@ class Dispatcher:
         await self.deliver_decisions(runs)
         await self.recover(runs)
         await self.follow_attestations(runs)
+        await self.anchor()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -215,6 +221,21 @@ class Dispatcher:
                 log.warning("recovery postponed", case_id=case.id, error=str(exc))
             else:
                 log.info("run rescheduled", case_id=case.id, attempt=attempt + 1, why=why)
+
+    # -- 5. anchor the audit log ---------------------------------------------
+
+    async def anchor(self) -> None:
+        """About once a minute, while the log grows: its head into the anchor file, so that
+        rows cut from the end are detected (`offboarding audit verify`)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._anchored < ANCHOR_EVERY_SECONDS:
+            return
+        self._anchored = now
+        sink = FileAnchorSink(self.services.settings.home / ANCHOR_FILE)
+        try:
+            await self._db(lambda: anchor_if_moved(self.services.engine, sink, actor="dispatcher"))
+        except (AnchorFileError, OSError) as exc:
+            log.error("audit log not anchored", problem=str(exc))
 
     # -- 4. attestations ---------------------------------------------------------
 

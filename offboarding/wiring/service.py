@@ -305,7 +305,11 @@ def run_service(
                 runner_log,
             ),
             api_url=running.api_url,
-            deployments=[settings.deployment, settings.retention_deployment],
+            deployments=[
+                settings.deployment,
+                settings.retention_deployment,
+                settings.oversight_deployment,
+            ],
             pidfile=settings.home / "run" / "runner.pid",
         )
         running.supervisor.start()

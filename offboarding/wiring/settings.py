@@ -26,6 +26,7 @@ DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outsi
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
 OFFBOARD_FLOW = "offboard-leaver"  # the flows' names; their deployments add the instance
 RETENTION_FLOW = "apply-retention"
+OVERSIGHT_FLOW = "oversight"
 _INSTANCE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
 
@@ -239,6 +240,11 @@ class Settings(BaseSettings):
     @property
     def retention_deployment(self) -> str:
         return f"{RETENTION_FLOW}/{RETENTION_FLOW}-{self.instance}"
+
+    @property
+    def oversight_deployment(self) -> str:
+        """The management overview, refreshed every 15 minutes."""
+        return f"{OVERSIGHT_FLOW}/{OVERSIGHT_FLOW}-{self.instance}"
 
     @property
     def outbox_dir(self) -> Path:

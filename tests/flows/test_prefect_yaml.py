@@ -66,7 +66,11 @@ def test_the_embedded_runner_serves_exactly_the_deployments_of_prefect_yaml() ->
 
     settings = Settings(instance="unit-test", connectors=[])
     served = {f"{d.flow_name}/{d.name}": d for d in served_deployments(settings.instance)}
-    assert set(served) == {settings.deployment, settings.retention_deployment}
+    assert set(served) == {
+        settings.deployment,
+        settings.retention_deployment,
+        settings.oversight_deployment,
+    }
     spec = yaml.safe_load(deployments_file().read_text())
     for entry in spec["deployments"]:
         name = entry["name"].replace("{{ $OFFBOARDING_INSTANCE }}", settings.instance)
