@@ -25,9 +25,9 @@ from approvals.attestations import (
     step_context,
     unattested,
 )
+from approvals.pages import PageError, Pages
 from approvals.ports import RunResumer
 from approvals.tokens import AttestationClaims, LinkExpired, LinkInvalid
-from approvals.web import PAGE_HEADERS, PageError
 from offboarding.domain import audit
 from offboarding.domain.cases import get_plan, leaver_view
 from offboarding.domain.models import (
@@ -38,7 +38,6 @@ from offboarding.domain.models import (
     RevocationPlanRecord,
 )
 from offboarding.domain.plan import PlanStep, RevocationPlan
-from offboarding.notification.rendering import pick_language, render_page
 
 CSRF_COOKIE = "offboarding_attest_csrf"
 
@@ -61,28 +60,8 @@ def attestation_router(
     router = APIRouter(prefix="/attest", tags=["attestation pages"], include_in_schema=False)
     engine = services.engine
 
-    def language(request: Request, stored: str | None) -> str:
-        return pick_language(
-            request.query_params.get("lang") or stored, services.settings.default_language
-        )
-
-    def page(
-        request: Request, name: str, lang: str, status: int = 200, **context: Any
-    ) -> HTMLResponse:
-        other = "en" if lang == "nl" else "nl"
-        context.setdefault("switch_url", str(request.url.include_query_params(lang=other)))
-        html = render_page(services.templates, name, lang, context)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
-
-    def error_page(request: Request, error: PageError, lang: str) -> HTMLResponse:
-        return page(
-            request,
-            "approval_error",
-            lang,
-            error.status,
-            reason_key=error.reason_key,
-            detail=error.detail,
-        )
+    pages = Pages(services)
+    language, page, error_page = pages.language, pages.page, pages.error
 
     def open_link(token: str) -> Opened:
         try:

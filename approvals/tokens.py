@@ -32,41 +32,33 @@ class LinkClaims:
     plan_hash: str
 
 
-class LinkSigner:
-    """Issues and reads the approval-link token bound to case, approver and plan hash."""
+class _SignedLinks:
+    """Personal links and their pages' CSRF tokens: timed, signed, salted per purpose."""
 
-    def __init__(self, key: str, *, ttl: timedelta) -> None:
+    def __init__(self, key: str, *, ttl: timedelta, purpose: str) -> None:
         self._links = URLSafeTimedSerializer(
-            key, salt="approval-link", signer_kwargs={"digest_method": hashlib.sha256}
+            key, salt=f"{purpose}-link", signer_kwargs={"digest_method": hashlib.sha256}
         )
         self._csrf = URLSafeTimedSerializer(
-            key, salt="approval-csrf", signer_kwargs={"digest_method": hashlib.sha256}
+            key, salt=f"{purpose}-csrf", signer_kwargs={"digest_method": hashlib.sha256}
         )
         self.ttl = ttl
+        self._purpose = purpose
 
-    def issue(self, claims: LinkClaims) -> str:
-        return self._links.dumps(
-            {
-                "r": claims.request_id,
-                "c": claims.case_id,
-                "a": claims.approver_id,
-                "h": claims.plan_hash,
-            }
-        )
+    def _dumps(self, data: dict[str, str]) -> str:
+        return self._links.dumps(data)
 
-    def read(self, token: str) -> LinkClaims:
+    def _loads(self, token: str) -> dict[str, str]:
+        what = "approval link" if self._purpose == "approval" else "link"
         try:
             data = self._links.loads(token, max_age=int(self.ttl.total_seconds()))
         except SignatureExpired as exc:
-            raise LinkExpired("this approval link has expired") from exc
+            raise LinkExpired(f"this {what} has expired") from exc
         except BadSignature as exc:
-            raise LinkInvalid("this approval link is not valid") from exc
-        try:
-            return LinkClaims(
-                request_id=data["r"], case_id=data["c"], approver_id=data["a"], plan_hash=data["h"]
-            )
-        except (KeyError, TypeError) as exc:
-            raise LinkInvalid("this approval link is not valid") from exc
+            raise LinkInvalid(f"this {what} is not valid") from exc
+        if not isinstance(data, dict):
+            raise LinkInvalid(f"this {what} is not valid")
+        return data
 
     def new_csrf(self, request_id: str) -> tuple[str, str]:
         """(cookie nonce, form token): the POST must bring both, matching."""
@@ -85,6 +77,32 @@ class LinkSigner:
             and data.get("r") == request_id
             and secrets.compare_digest(str(data.get("n", "")), cookie_nonce)
         )
+
+
+class LinkSigner(_SignedLinks):
+    """Issues and reads the approval-link token bound to case, approver and plan hash."""
+
+    def __init__(self, key: str, *, ttl: timedelta) -> None:
+        super().__init__(key, ttl=ttl, purpose="approval")
+
+    def issue(self, claims: LinkClaims) -> str:
+        return self._dumps(
+            {
+                "r": claims.request_id,
+                "c": claims.case_id,
+                "a": claims.approver_id,
+                "h": claims.plan_hash,
+            }
+        )
+
+    def read(self, token: str) -> LinkClaims:
+        data = self._loads(token)
+        try:
+            return LinkClaims(
+                request_id=data["r"], case_id=data["c"], approver_id=data["a"], plan_hash=data["h"]
+            )
+        except (KeyError, TypeError) as exc:
+            raise LinkInvalid("this approval link is not valid") from exc
 
 
 class SignedDecision(BaseModel):
@@ -127,23 +145,17 @@ class AttestationClaims:
     grant_key: str
 
 
-class AttestationSigner:
+class AttestationSigner(_SignedLinks):
     """Issues and reads the link that lets one person attest one manual step.
 
     The link works while the step is open (the attestation row decides), at most `ttl`.
     """
 
     def __init__(self, key: str, *, ttl: timedelta) -> None:
-        self._links = URLSafeTimedSerializer(
-            key, salt="attestation-link", signer_kwargs={"digest_method": hashlib.sha256}
-        )
-        self._csrf = URLSafeTimedSerializer(
-            key, salt="attestation-csrf", signer_kwargs={"digest_method": hashlib.sha256}
-        )
-        self.ttl = ttl
+        super().__init__(key, ttl=ttl, purpose="attestation")
 
     def issue(self, claims: AttestationClaims) -> str:
-        return self._links.dumps(
+        return self._dumps(
             {
                 "t": claims.attestation_id,
                 "c": claims.case_id,
@@ -153,12 +165,7 @@ class AttestationSigner:
         )
 
     def read(self, token: str) -> AttestationClaims:
-        try:
-            data = self._links.loads(token, max_age=int(self.ttl.total_seconds()))
-        except SignatureExpired as exc:
-            raise LinkExpired("this link has expired") from exc
-        except BadSignature as exc:
-            raise LinkInvalid("this link is not valid") from exc
+        data = self._loads(token)
         try:
             return AttestationClaims(
                 attestation_id=data["t"],
@@ -168,20 +175,3 @@ class AttestationSigner:
             )
         except (KeyError, TypeError) as exc:
             raise LinkInvalid("this link is not valid") from exc
-
-    def new_csrf(self, attestation_id: str) -> tuple[str, str]:
-        nonce = secrets.token_urlsafe(24)
-        return nonce, self._csrf.dumps({"t": attestation_id, "n": nonce})
-
-    def check_csrf(self, form_token: str, cookie_nonce: str | None, attestation_id: str) -> bool:
-        if not form_token or not cookie_nonce:
-            return False
-        try:
-            data = self._csrf.loads(form_token, max_age=int(self.ttl.total_seconds()))
-        except BadSignature:
-            return False
-        return (
-            isinstance(data, dict)
-            and data.get("t") == attestation_id
-            and secrets.compare_digest(str(data.get("n", "")), cookie_nonce)
-        )

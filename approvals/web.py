@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from approvals.decisions import settle
+from approvals.pages import PageError, Pages
 from approvals.ports import ApprovalPorts, RunResumer
 from approvals.requests import decision_context
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
@@ -33,33 +34,9 @@ from offboarding.domain.models import (
     utcnow,
 )
 from offboarding.domain.plan import RevocationPlan
-from offboarding.notification.rendering import pick_language, render_page
 
 log = structlog.get_logger(__name__)
 CSRF_COOKIE = "offboarding_csrf"
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    # the link itself is the credential: never send it on as a Referer
-    "Referrer-Policy": "no-referrer",
-    # no framing (clickjacking the approve button), no scripts, forms only to ourselves
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-class PageError(Exception):
-    def __init__(
-        self, reason_key: str, status: int, detail: str = "", language: str | None = None
-    ) -> None:
-        super().__init__(reason_key)
-        self.reason_key = reason_key
-        self.status = status
-        self.detail = detail
-        self.language = language  # the approver's, once the link is known to be genuine
 
 
 @dataclass
@@ -79,28 +56,8 @@ def approvals_router(
     router = APIRouter(prefix="/approvals", tags=["approval pages"], include_in_schema=False)
     engine = services.engine
 
-    def language(request: Request, stored: str | None) -> str:
-        return pick_language(
-            request.query_params.get("lang") or stored, services.settings.default_language
-        )
-
-    def page(
-        request: Request, name: str, lang: str, status: int = 200, **context: Any
-    ) -> HTMLResponse:
-        other = "en" if lang == "nl" else "nl"
-        context.setdefault("switch_url", str(request.url.include_query_params(lang=other)))
-        html = render_page(services.templates, name, lang, context)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
-
-    def error_page(request: Request, error: PageError, lang: str) -> HTMLResponse:
-        return page(
-            request,
-            "approval_error",
-            lang,
-            error.status,
-            reason_key=error.reason_key,
-            detail=error.detail,
-        )
+    pages = Pages(services)
+    language, page, error_page = pages.language, pages.page, pages.error
 
     def open_link(token: str) -> Opened:
         try:

@@ -82,7 +82,9 @@ def test_built_in_kinds() -> None:
     )
     assert isinstance(build_connector(SCIM | {"token": "t"}, dry_run=True), ScimConnector)
     assert isinstance(build_connector(LDAP), LdapConnector)
-    with pytest.raises(UnknownConnectorKind, match="unknown kind 'svn'; use one of: active_directory, directadmin"):
+    with pytest.raises(
+        UnknownConnectorKind, match="unknown kind 'svn'; use one of: active_directory, "
+    ):
         build_connector({"kind": "svn", "name": "repo"})
     with pytest.raises(UnknownConnectorKind, match="cannot act as the people directory"):
         build_people_directory(SCIM | {"token": "t"})
