@@ -147,7 +147,9 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
     For a case whose links expired before anyone decided: the run is still waiting,
     and the new links are bound to the same plan hash.
     """
-    if case.status != CaseStatus.AWAITING_APPROVAL:
+    # a case whose links all expired was handed to a person (needs attention): new links
+    # put it back to waiting for the decision
+    if case.status not in (CaseStatus.AWAITING_APPROVAL, CaseStatus.NEEDS_ATTENTION):
         raise NotAwaitingApproval(f"case {case.id} is {case.status.value}, not awaiting approval")
     record = latest_plan(services.engine, case.id)
     if record is None:
@@ -170,6 +172,12 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
             request.expires_at = utcnow() + ttl
             request.notified_at = None
             session.add(request)
+        current = session.get(Case, case.id)
+        if current is not None and current.status == CaseStatus.NEEDS_ATTENTION:
+            current.status = CaseStatus.AWAITING_APPROVAL
+            current.status_detail = ""
+            current.updated_at = utcnow()
+            session.add(current)
         audit.append(
             session,
             action="approval.renewed",

@@ -17,9 +17,11 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from approvals.decided_elsewhere import tell_other_approvers
 from approvals.decisions import settle
 from approvals.pages import PageError, Pages
-from approvals.ports import ApprovalPorts, RunResumer
+from approvals.ports import RunResumer
+from approvals.reminders import FollowUpPorts
 from approvals.requests import decision_context
 from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
@@ -48,7 +50,7 @@ class Opened:
 
 
 def approvals_router(
-    services: ApprovalPorts,
+    services: FollowUpPorts,
     gateway: RunResumer,
     *,
     wake_dispatcher: Callable[[], None] = lambda: None,
@@ -183,6 +185,7 @@ def approvals_router(
                 },
             )
         )
+        await run_in_threadpool(tell_others, opened, recorded.decision_id)
         if not resumed:
             wake_dispatcher()  # it hands the decision over as soon as the run waits for it
             next_key = "resume_pending"
@@ -198,6 +201,14 @@ def approvals_router(
             case_id=opened.case.id,
             next_steps_key=next_key,
         )
+
+    def tell_others(opened: Opened, decision_id: str) -> None:
+        """Once the plan is decided, the other managers asked hear it (never twice)."""
+        record = latest_plan(engine, opened.case.id)
+        with Session(engine, expire_on_commit=False) as session:
+            stored = session.get(ApprovalDecision, decision_id)
+        if record is not None and stored is not None and stored.plan_hash == record.plan_hash:
+            tell_other_approvers(services, opened.case, record, stored)
 
     def record_decision(opened: Opened, decision: Decision, reason: str) -> SignedDecision:
         case, req = opened.case, opened.request

@@ -68,6 +68,7 @@ from offboarding.notification.mail import TransientMailError
 from offboarding.wiring.logging import bind_case, configure_logging
 from offboarding.wiring.services import Services, build_services
 from offboarding.wiring.settings import get_settings
+from offboarding.workinstruction.document import fingerprint
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +162,9 @@ def plan_for(case_id: str) -> RevocationPlanRecord:
 
 
 def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
-    record = store_plan(services, case, leaver_of(case), grants)
+    record = store_plan(
+        services, case, leaver_of(case), grants, instruction=instruction_version(services)
+    )
     create_table_artifact(
         key=f"plan-{case.id[:12]}",
         table=[
@@ -492,6 +495,12 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     publish_evidence_pack(services, case)
     refresh_view(services)
     return CaseStatus.COMPLETED.value
+
+
+def instruction_version(services: Services) -> str:
+    """The version of the work instruction (`offboarding workinstruction render`) that this
+    process runs, as the rendered document shows it."""
+    return fingerprint(services.settings)[:12]
 
 
 def publish_evidence_pack(services: Services, case: Case) -> None:

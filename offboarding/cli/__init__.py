@@ -12,7 +12,7 @@ import importlib
 from offboarding.cli.app import app
 
 # registered in the order --help shows
-for _commands in ("service", "plans", "records", "hris", "evidence"):
+for _commands in ("service", "plans", "records", "hris", "evidence", "workinstruction"):
     importlib.import_module(f"offboarding.cli.{_commands}")
 
 __all__ = ["app"]

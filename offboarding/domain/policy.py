@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.base import Effect
 from connectors.manual import ManualStep
@@ -56,6 +56,14 @@ class Policy(BaseModel):
     # Hours after approval within which every manual step must be attested; past that the
     # case goes to "needs attention" (the links keep working).
     attest_within_hours: float = Field(default=48, gt=0, le=24 * 90)
+    # Approvals that wait: after `remind_after_hours` a pending approver gets one reminder;
+    # after `escalate_after_hours` without a decision the `escalation_managers` (employee
+    # ids; each must still be an eligible manager) who were not asked yet get a link too.
+    # A case whose every link expired goes to "needs attention"; it is never approved
+    # automatically.
+    remind_after_hours: float = Field(default=24, gt=0, le=24 * 90)
+    escalate_after_hours: float = Field(default=48, gt=0, le=24 * 90)
+    escalation_managers: tuple[str, ...] = ()
 
     @field_validator("urgent_containment", mode="before")
     @classmethod
@@ -86,6 +94,27 @@ class Policy(BaseModel):
         if doubles:
             raise ValueError(f"manual step ids must be unique; used twice: {', '.join(doubles)}")
         return value
+
+    @field_validator("escalation_managers")
+    @classmethod
+    def _clean_escalation(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        ids = [item.strip() for item in value]
+        if any(not i for i in ids):
+            raise ValueError("escalation_managers holds an empty employee id")
+        folded = [i.casefold() for i in ids]
+        doubles = sorted({i for i in ids if folded.count(i.casefold()) > 1})
+        if doubles:
+            raise ValueError(f"escalation_managers names an employee twice: {', '.join(doubles)}")
+        return tuple(ids)
+
+    @model_validator(mode="after")
+    def _escalate_after_reminding(self) -> Policy:
+        if self.escalate_after_hours < self.remind_after_hours:
+            raise ValueError(
+                "escalate_after_hours must not be earlier than remind_after_hours "
+                f"({self.escalate_after_hours} < {self.remind_after_hours})"
+            )
+        return self
 
     def on_leave_for(self, connector: str) -> OnLeave:
         return self.on_leave.get(connector, OnLeave.DISABLE)

@@ -77,10 +77,16 @@ def inventory_all(services: RevocationPorts, leaver: Leaver) -> list[AccessGrant
 
 
 def store_plan(
-    services: RevocationPorts, case: Case, leaver: Leaver, grants: list[AccessGrant]
+    services: RevocationPorts,
+    case: Case,
+    leaver: Leaver,
+    grants: list[AccessGrant],
+    *,
+    instruction: str | None = None,
 ) -> RevocationPlanRecord:
     """Store the plan as the case's next version (older pending ones are superseded),
-    with its audit event, in one transaction."""
+    with its audit event, in one transaction; `instruction` is the version of the work
+    instruction the plan follows (recorded in the event)."""
     plan = build_plan(
         case_id=case.id,
         leaver=leaver,
@@ -116,6 +122,7 @@ def store_plan(
                 "version": record.version,
                 "plan_hash": record.plan_hash,
                 "steps": [step.grant.key for step in plan.steps],
+                **({"instruction": instruction} if instruction else {}),
             },
         )
         return record

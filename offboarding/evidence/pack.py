@@ -14,6 +14,7 @@ Times are UTC, shown to the second; an event's time is the audit log's.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -118,7 +119,10 @@ def gather(engine: Engine, case_id: str, *, now: datetime | None = None) -> Evid
     return EvidencePack(
         case=case_view(case),
         trigger=trigger_of(case, events),
-        plans=[plan_version(r, plans[r.id]) for r in records],
+        plans=[
+            replace(plan_version(r, plans[r.id]), instruction=instruction_of(r, events))
+            for r in records
+        ],
         decisions=decision_rows(decisions, events, records),
         refusals=[refusal_row(e) for e in events if e.action in REFUSED_ACTIONS],
         steps=[step_row(e, labels) for e in events if e.action == "revocation.step"],
@@ -142,6 +146,14 @@ def gather(engine: Engine, case_id: str, *, now: datetime | None = None) -> Evid
 
 def _of(table: Any, case: Case) -> Any:
     return table.case_id == case.id
+
+
+def instruction_of(record: RevocationPlanRecord, events: list[Event]) -> str:
+    """The work instruction version recorded with the plan's `plan.created` event."""
+    for event in events:
+        if event.action == "plan.created" and event.details.get("plan_hash") == record.plan_hash:
+            return str(event.details.get("instruction") or "")
+    return ""
 
 
 def _intake_refusals(session: Session, case: Case) -> list[AuditEvent]:

@@ -42,6 +42,7 @@ class PlanVersion:
     created_at: str
     steps: list[dict[str, Any]]  # RevocationPlan.rows(): describe/action_label/kind_label
     erased: bool = False  # its content was erased by the retention policy (hash kept)
+    instruction: str = ""  # the work instruction's version the plan followed, when recorded
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from sqlmodel import Session
 from offboarding.domain import audit
 from offboarding.domain.cases import find_by_event, find_open_case, start_time
 from offboarding.domain.models import Case, CaseStatus, as_utc
+from offboarding.intake import adapters
+from offboarding.intake.adapters import afas, personio
 from offboarding.intake.hris import (
     SIGNATURE_HEADER,
     IntakeAccepted,
@@ -185,11 +187,11 @@ def store_case(services: Services, event: TerminationEvent) -> Stored:
     return audit.in_transaction(engine, open_case)
 
 
-def record_refusal(services: Services, refusal: Refused) -> None:
+def record_refusal(services: Services, refusal: Refused, actor: str = "hris") -> None:
     audit.record(
         services.engine,
         action="intake.refused",
-        actor="hris",
+        actor=actor,
         outcome=refusal.reason,
         case_id=refusal.case_id,
         details={"event_id": refusal.event_id, "status": refusal.status},
@@ -267,7 +269,139 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
             log.info("case opened", case_id=stored.case.id, employee_id=event.employee.id)
         return accepted(stored)
 
+    vendor_routes(router, services, in_thread=in_thread, wake_dispatcher=wake_dispatcher)
     return router
+
+
+@dataclass(frozen=True)
+class VendorAdapter:
+    """One HR system's webhook: its module and the setting holding its secret."""
+
+    name: str
+    setting: str
+    verify: Callable[..., None]
+    parse: Callable[[bytes], adapters.Notice | None]
+
+
+VENDORS = (
+    VendorAdapter(personio.NAME, "personio_webhook_token", personio.verify, personio.parse),
+    VendorAdapter(afas.NAME, "afas_webhook_password", afas.verify, afas.parse),
+)
+
+
+def vendor_event(
+    services: Services, notice: adapters.Notice, requested_by: str, urgent: bool
+) -> TerminationEvent:
+    """Complete a vendor notice from the people directory (runs in a worker thread)."""
+    person = services.people.find_person(notice.employee_id)
+    if person is None:
+        raise Refused(
+            422,
+            "unknown_employee",
+            f"unknown employee {notice.employee_id!r}: not found in the people directory",
+            event_id=notice.event_id,
+        )
+    try:
+        return adapters.termination_event(
+            notice,
+            person,
+            requested_by=requested_by,
+            urgent=urgent,
+            zone=services.settings.zone,
+        )
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise Refused(422, "malformed", problems, event_id=notice.event_id) from exc
+
+
+def webhook_options(request: Request, event_id: str | None) -> tuple[str, bool]:
+    """`requested_by` (required) and `urgent` from the webhook URL set in the vendor."""
+    requested_by = request.query_params.get("requested_by", "").strip()
+    urgent = request.query_params.get("urgent", "false").strip().lower()
+    problems = []
+    if not requested_by or len(requested_by) > 100:
+        problems.append(
+            {"type": "missing", "loc": ["query", "requested_by"], "msg": "Field required"}
+        )
+    if urgent not in ("true", "false", "1", "0"):
+        problems.append({"type": "bool_parsing", "loc": ["query", "urgent"], "msg": "true/false"})
+    if problems:
+        raise Refused(422, "malformed", problems, event_id=event_id)
+    return requested_by, urgent in ("true", "1")
+
+
+def vendor_routes(
+    router: APIRouter,
+    services: Services,
+    *,
+    in_thread: Callable[..., Any],
+    wake_dispatcher: Callable[[], None],
+) -> None:
+    """`POST /hris/<vendor>`: the same pipeline as `/hris/events` (limit, authenticate the
+    raw body, parse, store in one transaction, wake; every refusal audited), with the
+    vendor's authentication and format. 404 while the vendor's secret is not configured."""
+    settings = services.settings
+
+    def route(adapter: VendorAdapter) -> Callable[[Request], Any]:
+        async def receive(request: Request) -> JSONResponse:
+            secret = getattr(settings, adapter.setting)
+            if secret is None or not secret.get_secret_value():
+                setting = f"OFFBOARDING_{adapter.setting.upper()}"
+                return JSONResponse(
+                    status_code=404,
+                    content={"detail": f"the {adapter.name} intake is off: set {setting}"},
+                )
+            actor = f"hris:{adapter.name}"
+            try:
+                body = await read_body(request)
+                try:
+                    adapter.verify(request.headers, body, [secret.get_secret_value()])
+                except SignatureError as exc:
+                    raise Refused(401, "unauthorized", f"{adapter.name}: {exc}") from exc
+                try:
+                    notice = adapter.parse(body)
+                except adapters.VendorPayloadError as exc:
+                    raise Refused(422, "malformed", exc.problems, event_id=exc.event_id) from exc
+                except adapters.Unmappable as exc:
+                    raise Refused(503, "unmappable", str(exc), event_id=exc.event_id) from exc
+                if notice is None:
+                    return JSONResponse(
+                        status_code=200, content={"detail": "received; starts no offboarding"}
+                    )
+                requested_by, urgent = webhook_options(request, notice.event_id)
+                event = await in_thread(vendor_event, services, notice, requested_by, urgent)
+                stored: Stored = await in_thread(store_case, services, event)
+            except Refused as refusal:
+                await in_thread(record_refusal, services, refusal, actor)
+                log.info("intake refused", vendor=adapter.name, reason=refusal.reason)
+                return JSONResponse(status_code=refusal.status, content={"detail": refusal.detail})
+            if stored.new:
+                wake_dispatcher()
+                log.info("case opened", case_id=stored.case.id, vendor=adapter.name)
+            return accepted(stored)
+
+        return receive
+
+    for adapter in VENDORS:
+        router.add_api_route(
+            f"/hris/{adapter.name}",
+            route(adapter),
+            methods=["POST"],
+            status_code=202,
+            response_model=IntakeAccepted,
+            summary=f"Receive a {adapter.name} webhook",
+            responses={
+                200: {
+                    "description": "Already received (same case), or an event that starts "
+                    "no offboarding"
+                },
+                401: {"description": "Missing or wrong vendor token/signature"},
+                404: {"description": "This vendor's secret is not configured"},
+                409: {"description": "A case for this employee is already open"},
+                422: {"description": "Vendor field or URL option missing, or unknown person"},
+                503: {"description": "Authentic, but cannot be mapped to an employee yet"},
+            },
+        )
 
 
 def accepted(stored: Stored) -> JSONResponse:

@@ -36,6 +36,7 @@ from sqlmodel import Session, col, select
 
 from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
+from approvals.reminders import due_reminders, escalations, expired_cases
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
 from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, anchor_if_moved
@@ -95,6 +96,7 @@ class Dispatcher:
 
     async def tick(self) -> None:
         await self.start_pending()
+        await self.follow_approvals()
         runs = await self._open_runs()
         if runs is None:
             return  # Prefect unreachable: nothing to compare against this time
@@ -138,6 +140,15 @@ class Dispatcher:
                 await self._db(attach_run, self.services, case.id, run_id, scheduled)
 
         await asyncio.gather(*(start(case) for case in pending))
+
+    async def follow_approvals(self) -> None:
+        """Remind, escalate, and hand cases whose links all expired to a person (never
+        approve). Needs no Prefect."""
+        now = utcnow()
+        await self._db(due_reminders, self.services, now)
+        await self._db(escalations, self.services, now)
+        for case, problem in await self._db(expired_cases, self.services, now):
+            await self._db(give_up, self.services, case, problem)
 
     # -- 2. deliver ------------------------------------------------------------
 

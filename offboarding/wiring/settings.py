@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     hris_secret: SecretStr = SecretStr(DEV_HRIS_SECRET)
     hris_previous_secret: SecretStr | None = None  # accepted too, during key rotation
     hris_tolerance_seconds: int = 300
+    # HR-system adapters (POST /hris/personio, /hris/afas); a route answers 404 until set
+    personio_webhook_token: SecretStr | None = None  # the webhook's `token` in Personio
+    afas_webhook_password: SecretStr | None = None  # the webhook's password in AFAS Profit
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
 
     approval_ttl_hours: int = 72
@@ -204,6 +207,11 @@ class Settings(BaseSettings):
                     ("OFFBOARDING_SIGNING_KEY", self.signing_key, DEV_SIGNING_KEY),
                 )
                 if value.get_secret_value() in (default, "") or len(value.get_secret_value()) < 16
+            ]
+            weak += [  # an HR-system adapter's secret, when one is set
+                f"OFFBOARDING_{name.upper()}"
+                for name in ("personio_webhook_token", "afas_webhook_password")
+                if (value := getattr(self, name)) is not None and len(value.get_secret_value()) < 16
             ]
             if weak:
                 raise ValueError(

@@ -19,6 +19,7 @@ from support import csrf_of, decide, link_in, prefect, run_of, send_leaver, text
 
 from offboarding.domain.audit import events_for_case
 from offboarding.domain.models import Attestation, Case, CaseStatus
+from offboarding.workinstruction.document import fingerprint
 
 pytestmark = pytest.mark.e2e
 
@@ -175,6 +176,25 @@ def test_manual_steps_are_planned_attested_once_and_complete_the_case(manual_sta
     assert "| Laptop innemen \\(door E1016\\) | E1016 |" in dutch
     assert "serial 5CG\\-42" in english and "serial 5CG\\-42" in dutch  # Markdown-escaped
     assert "not attested yet" not in evidence
+
+
+def test_the_case_gets_its_evidence_pack_with_the_instruction_version(manual_stack) -> None:  # type: ignore[no-untyped-def]
+    """The finished case of the test above: its run carries the full evidence pack, which
+    names the work instruction version its plan followed."""
+    stack = manual_stack
+    with Session(stack.engine) as session:
+        done = session.exec(select(Case).where(Case.status == CaseStatus.COMPLETED)).first()
+    assert done is not None and done.flow_run_id
+    artifacts: list[dict[str, Any]] = prefect(
+        "POST",
+        f"{stack.running.api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [done.flow_run_id]}}},
+    ).json()
+    packs = [a for a in artifacts if a["key"].startswith("evidence-pack-")]
+    assert packs, [a["key"] for a in artifacts]
+    version = fingerprint(stack.settings)[:12]
+    assert version in str(packs[0]["data"])
+    assert done.id in str(packs[0]["data"])
 
 
 def evidence_of(stack: Stack, flow_run_id: str) -> str:

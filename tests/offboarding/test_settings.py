@@ -75,6 +75,13 @@ def test_production_refuses_default_secrets(tmp_path, monkeypatch) -> None:  # t
     with pytest.raises(ValidationError, match="OFFBOARDING_SIGNING_KEY"):
         Settings(env="production", hris_secret="x" * 20)  # type: ignore[arg-type]
     Settings(env="production", hris_secret="x" * 20, signing_key="y" * 20)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="OFFBOARDING_PERSONIO_WEBHOOK_TOKEN"):
+        Settings(
+            env="production",
+            hris_secret="x" * 20,  # type: ignore[arg-type]
+            signing_key="y" * 20,  # type: ignore[arg-type]
+            personio_webhook_token="short",  # type: ignore[arg-type]
+        )
     Settings(env="development")  # development may use the defaults
 
 
