@@ -55,6 +55,14 @@ def run_oversight(stack: Any) -> tuple[str, list[dict[str, str]]]:
     return run_id, json.loads(data) if isinstance(data, str) else data
 
 
+def latest_overview(stack: Any) -> list[dict[str, str]]:
+    """The overview as the Prefect UI shows it now (the newest version of the keyed artifact)."""
+    latest = prefect("GET", f"{stack.running.api_url}/artifacts/{OVERVIEW_KEY}/latest")
+    assert latest.status_code == 200, latest.text
+    data = latest.json()["data"]
+    return json.loads(data) if isinstance(data, str) else data  # type: ignore[no-any-return]
+
+
 def warnings_of(stack: Any, run_id: str, expected: str, timeout: float = 30) -> list[str]:
     """The run's warning lines, once one containing `expected` arrived (logs ship in batches)."""
     deadline = time.monotonic() + timeout
@@ -110,7 +118,8 @@ def test_the_overview_follows_a_case_from_approval_to_completion(stack) -> None:
     )
     assert len(approvers) >= 2
 
-    waiting = row_of(run_oversight(stack)[1], case_id)
+    # the run refreshed the overview when it began to wait
+    waiting = row_of(latest_overview(stack), case_id)
     assert waiting["Leaver / Vertrekker"] == f"{name} ({employee_id})"
     assert waiting["State"].startswith("awaiting approval since ")
     assert f"asked: {', '.join(approvers)} until " in waiting["State"]
@@ -132,7 +141,7 @@ def test_the_overview_follows_a_case_from_approval_to_completion(stack) -> None:
     run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", "CRASHED")
     assert run["state"]["type"] == "COMPLETED", run["state"]
 
-    done = row_of(run_oversight(stack)[1], case_id)
+    done = row_of(latest_overview(stack), case_id)  # refreshed by the run as it completed
     assert done["State"].startswith("completed ") and done["Stand"].startswith("afgerond ")
     assert done["Time to revoke / Tijd tot intrekking"].count(":") == 1  # e.g. "00:01"
     assert done["Deadline / Uiterlijk"] == "" and done["Breach / Overschreden"] == ""

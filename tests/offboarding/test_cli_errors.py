@@ -208,11 +208,13 @@ def test_check_says_which_directory_does_not_answer(run, home) -> None:  # type:
 def test_check_lists_every_connector_problem(run, home) -> None:  # type: ignore[no-untyped-def]
     (home / "config.toml").write_text(
         unreachable_directory(1).replace('"ldap://127.0.0.1:1"', '"http://not-ldap"')
-        + '[[connectors]]\nkind = "github"\nname = "code"\n'
+        + '[[connectors]]\nkind = "svn"\nname = "code"\n'
+        + '[[connectors]]\nkind = "github"\nname = "git"\n'
     )
     text = plain_error(run("check", env={"TEST_BIND_PASSWORD": "x"}), 2)
     assert "config.toml: connectors[0].url: url 'http://not-ldap' must start with ldap://" in text
-    assert "config.toml: connectors[1].kind: connector 'code': unknown kind 'github'" in text
+    assert "config.toml: connectors[1].kind: connector 'code': unknown kind 'svn'" in text
+    assert "config.toml: connectors[2].organization: missing; this setting is required" in text
 
 
 # -- commands that read the database --------------------------------------------------------
