@@ -207,8 +207,12 @@ def approvals_router(
         record = latest_plan(engine, opened.case.id)
         with Session(engine, expire_on_commit=False) as session:
             stored = session.get(ApprovalDecision, decision_id)
-        if record is not None and stored is not None and stored.plan_hash == record.plan_hash:
+        if record is None or stored is None or stored.plan_hash != record.plan_hash:
+            return
+        try:
             tell_other_approvers(services, opened.case, record, stored)
+        except Exception as exc:  # noqa: BLE001 - a courtesy: the decision stands either way
+            log.warning("other approvers not told", case_id=opened.case.id, problem=str(exc))
 
     def record_decision(opened: Opened, decision: Decision, reason: str) -> SignedDecision:
         case, req = opened.case, opened.request

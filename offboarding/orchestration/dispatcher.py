@@ -145,10 +145,15 @@ class Dispatcher:
         """Remind, escalate, and hand cases whose links all expired to a person (never
         approve). Needs no Prefect."""
         now = utcnow()
-        await self._db(due_reminders, self.services, now)
-        await self._db(escalations, self.services, now)
-        for case, problem in await self._db(expired_cases, self.services, now):
-            await self._db(give_up, self.services, case, problem)
+        try:  # a directory or mail server that is down must not hold up the rest of the pass
+            await self._db(due_reminders, self.services, now)
+            await self._db(escalations, self.services, now)
+            for case, problem in await self._db(expired_cases, self.services, now):
+                await self._db(give_up, self.services, case, problem)
+        except Exception as exc:  # noqa: BLE001 - tried again on the next pass
+            log.warning(
+                "approvals not followed up this pass", problem=f"{type(exc).__name__}: {exc}"
+            )
 
     # -- 2. deliver ------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -90,11 +91,19 @@ def test_full_path_on_postgresql(stack) -> None:  # type: ignore[no-untyped-def]
         assert expected in actions, expected
     assert verify_chain(stack.engine).ok
 
-    done = stack.mailbox.wait_for(
-        lambda m: case_id in text_of(m) and "approvals/" not in text_of(m)
-    )
+    def told(message: Any) -> bool:
+        return case_id in text_of(message) and "approvals/" not in text_of(message)
+
+    def decided_elsewhere(message: Any) -> bool:
+        return any(s in str(message["Subject"]) for s in ("Already decided", "Al beslist"))
+
+    done = [m for m in stack.mailbox.wait_for(told) if not decided_elsewhere(m)]
     assert {"hbakker@example.test"} <= {str(m["To"]) for m in done}
     assert len({str(m["To"]) for m in done}) == 2  # requester and approver
+    # the other two managers asked hear that it was decided, once each
+    others = stack.mailbox.wait_for(lambda m: told(m) and decided_elsewhere(m))
+    assert len([str(m["To"]) for m in others]) == 2
+    assert not {str(m["To"]) for m in others} & {str(m["To"]) for m in done}
 
 
 def test_run_shows_plan_evidence_and_logs_in_prefect(stack) -> None:  # type: ignore[no-untyped-def]
