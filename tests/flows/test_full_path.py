@@ -116,20 +116,31 @@ def test_run_shows_plan_evidence_and_logs_in_prefect(stack) -> None:  # type: ig
         json={"artifacts": {"flow_run_id": {"any_": [case.flow_run_id]}}},
         timeout=10,
     ).json()
-    kinds = {a["key"].split("-")[0]: a for a in artifacts}
+    keys = {a["key"]: a for a in artifacts}
+    kinds = {"plan": keys[f"plan-{case_id[:12]}"], "evidence": keys[f"evidence-{case_id[:12]}"]}
     assert kinds["plan"]["type"] == "table"
     assert kinds["evidence"]["type"] == "markdown"
+    pack = keys[f"evidence-pack-{case_id[:12]}"]  # the full pack, both languages
+    assert case_id in pack["data"] and "Bewijs" in pack["data"], pack["data"][:300]
     assert "All access revoked and verified" in kinds["evidence"]["data"]
     assert "Alle toegang ingetrokken" in kinds["evidence"]["data"]
     messages = ""
     deadline = time.monotonic() + 20  # the run's log handler ships lines in batches
     while "action=case.completed" not in messages and time.monotonic() < deadline:
         time.sleep(0.5)
-        logs = httpx.post(
-            f"{api}/logs/filter",
-            json={"logs": {"flow_run_id": {"any_": [case.flow_run_id]}}, "limit": 200},
-            timeout=10,
-        ).json()
+        logs = [  # the first and the last lines of the run (a page holds 200 at most)
+            entry
+            for sort in ("TIMESTAMP_ASC", "TIMESTAMP_DESC")
+            for entry in httpx.post(
+                f"{api}/logs/filter",
+                json={
+                    "logs": {"flow_run_id": {"any_": [case.flow_run_id]}},
+                    "limit": 200,
+                    "sort": sort,
+                },
+                timeout=10,
+            ).json()
+        ]
         messages = " | ".join(entry["message"] for entry in logs)
     assert "inventory" in messages and "connector=directory" in messages, messages
     assert "audit action=case.completed" in messages, messages  # structlog lines reach run logs
