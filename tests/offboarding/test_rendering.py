@@ -690,7 +690,7 @@ def test_plan_steps_are_described_in_the_readers_language(env: jinja2.Environmen
     assert "Lid van developers" in page and "<td>uitschakelen</td>" in page
     unknown = {"kind": "api_token", "name": "x", "label": "GitHub token ghp_…"}
     assert describe(unknown, {"describe.membership": "Lid van %(name)s"}) == "GitHub token ghp_…"
-    third_party = {"message": Message.of("github.grant.team", "Team %(team)s", team="platform")}
+    third_party = {"message": Message.of("example.grant.team", "Team %(team)s", team="platform")}
     assert describe(third_party, load_messages(env, "nl")) == "Team platform"  # no catalog entry
 
 
@@ -706,7 +706,7 @@ def test_cascaded_steps_are_shown_under_their_parent(env: jinja2.Environment) ->
             system_id=name,
             account="jdevries",
             target=name,
-            label=Message.of(f"github.grant.{kind}", f"{kind} %(name)s", name=name),
+            label=Message.of(f"example.grant.{kind}", f"{kind} %(name)s", name=name),
             cascades_from=parent,
         )
 
