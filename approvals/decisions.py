@@ -10,16 +10,21 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
+from approvals.deputies import RuleInputs, rule_inputs
 from approvals.ports import ApprovalPorts
-from approvals.rules import REFUSAL_TEXT, DecisionClaim, Refusal, Verdict, refusals, verdict
+from approvals.rules import (
+    REFUSAL_TEXT,
+    DecisionClaim,
+    Refusal,
+    Verdict,
+    refusals,
+    ties_between,
+    verdict,
+)
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
 from offboarding.domain.cases import decisions_on
-from offboarding.domain.models import ApprovalDecision, Case, RevocationPlanRecord
-
-
-def _manager_ids(services: ApprovalPorts) -> list[str]:
-    return [person.employee_id for person in services.people.managers()]
+from offboarding.domain.models import ApprovalDecision, Case, RevocationPlanRecord, as_utc
 
 
 def check_run_input(
@@ -39,12 +44,12 @@ def check_run_input(
         or stored.decision.value != received.decision
     ):
         return [REFUSAL_TEXT[Refusal.UNKNOWN_DECISION]]
-    broken = _rules_broken(stored, case, record, _manager_ids(services))
+    broken = _rules_broken(stored, case, record, rule_inputs(services, case))
     return [REFUSAL_TEXT[r] for r in broken]
 
 
 def _rules_broken(
-    stored: ApprovalDecision, case: Case, record: RevocationPlanRecord, managers: list[str]
+    stored: ApprovalDecision, case: Case, record: RevocationPlanRecord, people: RuleInputs
 ) -> list[Refusal]:
     claim = DecisionClaim(
         approver_id=stored.approver_id,
@@ -52,7 +57,13 @@ def _rules_broken(
         leaver_id=case.employee_id,
         plan_hash=stored.plan_hash,
     )
-    return refusals(claim, managers=managers, current_plan_hash=record.plan_hash)
+    return refusals(
+        claim,
+        managers=people.approvers,
+        current_plan_hash=record.plan_hash,
+        deputies=people.deputies,
+        at=as_utc(stored.decided_at),  # a deputy counts for the period they decided in
+    )
 
 
 @dataclass(frozen=True)
@@ -68,17 +79,24 @@ class Settlement:
 def settle(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Settlement:
     """THE decision function: the approval page, the flow, the dispatcher and the CLI all
     ask this, so they cannot disagree. Pure: it records nothing (see `audit_refused`)."""
-    managers = _manager_ids(services)
+    people = rule_inputs(services, case)
     valid: list[ApprovalDecision] = []
     refused: list[tuple[ApprovalDecision, tuple[Refusal, ...]]] = []
     for stored in decisions_on(services.engine, case.id, record.plan_hash):
-        broken = _rules_broken(stored, case, record, managers)
+        broken = _rules_broken(stored, case, record, people)
         if broken:
             refused.append((stored, tuple(broken)))
         else:
             valid.append(stored)
     ordered = sorted(valid, key=lambda d: d.decided_at)
-    outcome = verdict(services.policy, [(d.approver_id, d.decision.value) for d in ordered])
+    outcome = verdict(
+        services.policy,
+        [(d.approver_id, d.decision.value) for d in ordered],
+        urgent=case.urgent,  # an instant dismissal may need more approvals
+        ties=ties_between(
+            people.deputies, [(d.approver_id, as_utc(d.decided_at)) for d in ordered]
+        ),
+    )
     deciding = None
     if outcome != Verdict.PENDING:
         wanted = "reject" if outcome == Verdict.REJECTED else "approve"

@@ -10,6 +10,7 @@ import structlog
 from sqlmodel import Session, col, select
 
 from approvals.decisions import settle
+from approvals.deputies import approvers_for, deputies_to_ask
 from approvals.ports import ApprovalPorts
 from approvals.rules import Verdict, eligible_approvers
 from approvals.tokens import LinkClaims
@@ -20,6 +21,7 @@ from offboarding.domain.models import (
     ApprovalRequest,
     Case,
     CaseStatus,
+    PlanStatus,
     RevocationPlanRecord,
     utcnow,
 )
@@ -38,6 +40,7 @@ class NoEligibleApprover(Exception):
 class IssuedLink:
     approver: Person
     url: str
+    deputy_for: Person | None = None  # asked as this manager's deputy
 
 
 def approval_url(services: ApprovalPorts, token: str) -> str:
@@ -60,17 +63,29 @@ def request_approvals(
             ).all()
         }
     approvers = eligible_approvers(
-        services.people.managers(), requester_id=case.requested_by, leaver_id=case.employee_id
+        approvers_for(services, urgent=case.urgent),
+        requester_id=case.requested_by,
+        leaver_id=case.employee_id,
     )
     if not approvers:
         raise NoEligibleApprover(
-            "no eligible second manager: every manager is the requester or the leaver; "
-            "add a manager to the managers group or list"
+            "no eligible second manager: every approver is the requester or the leaver; "
+            "add a manager to the managers group or list (or to the approvers group)"
         )
+    required = services.policy.required_for(urgent=case.urgent)
+    if len(approvers) < required:
+        raise NoEligibleApprover(
+            f"{required} approvals are needed for this case, but only {len(approvers)} "
+            "approver(s) may give one (not the requester, not the leaver; a deputy counts "
+            "with their manager); add approvers to the group or lower the policy's count"
+        )
+    # an active deputy is asked too, next to the manager they stand in for
+    asked: list[tuple[Person, Person | None]] = [(a, None) for a in approvers]
+    asked += deputies_to_ask(services, case, approvers, utcnow())
     plan = RevocationPlan.from_canonical(record.canonical)
     ttl = timedelta(hours=services.settings.approval_ttl_hours)
     issued: list[IssuedLink] = []
-    for approver in approvers:
+    for approver, deputy_for in asked:
         language = pick_language(approver.language, services.settings.default_language)
         request = existing.get(approver.employee_id)
         if request is not None and request.notified_at is not None:
@@ -103,6 +118,7 @@ def request_approvals(
             {
                 **decision_context(services, case, plan),
                 "approver": {"display_name": approver.display_name},
+                "deputy_for": deputy_for.display_name if deputy_for else None,
                 "link": url,
                 "expires_at": request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
             },
@@ -123,6 +139,7 @@ def request_approvals(
             details={
                 "to": approver.email,
                 "approver_id": approver.employee_id,
+                "deputy_for": deputy_for.employee_id if deputy_for else None,
                 "request_id": request.id,
                 "plan_hash": record.plan_hash,
                 "message_id": message_id,
@@ -133,7 +150,7 @@ def request_approvals(
             request.notified_at = utcnow()
             session.add(request)
             session.commit()
-        issued.append(IssuedLink(approver=approver, url=url))
+        issued.append(IssuedLink(approver=approver, url=url, deputy_for=deputy_for))
     return issued
 
 
@@ -188,6 +205,25 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
 
     audit.in_transaction(services.engine, renew)
     return request_approvals(services, case, record)
+
+
+def ask_waiting_cases(services: ApprovalPorts) -> list[IssuedLink]:
+    """Ask, on every case waiting for a decision, whoever is newly due a link (a deputy just
+    named). Those already mailed are skipped (`request_approvals` is idempotent)."""
+    with Session(services.engine, expire_on_commit=False) as session:
+        cases = list(session.exec(select(Case).where(Case.status == CaseStatus.AWAITING_APPROVAL)))
+    issued: list[IssuedLink] = []
+    for case in cases:
+        record = latest_plan(services.engine, case.id)
+        if record is None or record.status != PlanStatus.PENDING:
+            continue
+        if settle(services, case, record).verdict != Verdict.PENDING:
+            continue
+        try:
+            issued += request_approvals(services, case, record)
+        except NoEligibleApprover as exc:  # the run reports it; naming a deputy still stands
+            log.warning("no links sent", case_id=case.id, problem=str(exc))
+    return issued
 
 
 def decision_context(services: ApprovalPorts, case: Case, plan: RevocationPlan) -> dict[str, Any]:

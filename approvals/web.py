@@ -18,21 +18,32 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from approvals.decided_elsewhere import tell_other_approvers
-from approvals.decisions import settle
+from approvals.decisions import Settlement, settle
+from approvals.deputies import RuleInputs, rule_inputs
+from approvals.deputy_pages import DeputyPorts, deputy_router
 from approvals.pages import PageError, Pages
 from approvals.ports import RunResumer
 from approvals.reminders import FollowUpPorts
 from approvals.requests import decision_context
-from approvals.rules import REFUSAL_TEXT, DecisionClaim, Verdict, refusals
+from approvals.rules import (
+    REFUSAL_TEXT,
+    DecisionClaim,
+    Verdict,
+    acting_for,
+    independent_count,
+    refusals,
+    ties_between,
+)
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
 from offboarding.domain import audit
-from offboarding.domain.cases import latest_plan, leaver_view
+from offboarding.domain.cases import decisions_on, latest_plan, leaver_view
 from offboarding.domain.models import (
     ApprovalDecision,
     ApprovalRequest,
     Case,
     CaseStatus,
     Decision,
+    as_utc,
     utcnow,
 )
 from offboarding.domain.plan import RevocationPlan
@@ -47,16 +58,34 @@ class Opened:
     request: ApprovalRequest
     case: Case
     plan: RevocationPlan
+    settlement: Settlement
+
+
+def approvals_counted(
+    services: FollowUpPorts, case: Case, plan_hash: str, settlement: Settlement
+) -> int:
+    """Approvals on the plan that count now (a manager and their deputy once)."""
+    refused = {stored.id for stored, _ in settlement.refused}
+    valid = [
+        d
+        for d in decisions_on(services.engine, case.id, plan_hash)
+        if d.id not in refused and d.decision == Decision.APPROVE
+    ]
+    people = rule_inputs(services, case)
+    ties = ties_between(people.deputies, [(d.approver_id, as_utc(d.decided_at)) for d in valid])
+    return independent_count(sorted({d.approver_id.strip().casefold() for d in valid}), ties)
 
 
 def approvals_router(
-    services: FollowUpPorts,
+    services: DeputyPorts,
     gateway: RunResumer,
     *,
     wake_dispatcher: Callable[[], None] = lambda: None,
 ) -> APIRouter:
     router = APIRouter(prefix="/approvals", tags=["approval pages"], include_in_schema=False)
     engine = services.engine
+    # a manager names a deputy on /approvals/deputy/{token} (two segments: no clash below)
+    router.include_router(deputy_router(services))
 
     pages = Pages(services)
     language, page, error_page = pages.language, pages.page, pages.error
@@ -89,9 +118,22 @@ def approvals_router(
         current = latest_plan(engine, case.id)
         if current is None or current.plan_hash != claims.plan_hash:
             raise PageError("plan_changed", 409, language=lang)
-        if settle(services, case, current).verdict != Verdict.PENDING:
+        settlement = settle(services, case, current)
+        if settlement.verdict == Verdict.APPROVED:  # N of M reached: nothing left to do
+            raise PageError("enough_approvals", 409, language=lang)
+        if settlement.verdict != Verdict.PENDING:
             raise PageError("already_decided", 409, language=lang)
-        return Opened(claims, req, case, RevocationPlan.from_canonical(current.canonical))
+        return Opened(
+            claims, req, case, RevocationPlan.from_canonical(current.canonical), settlement
+        )
+
+    def claim_of(opened: Opened) -> DecisionClaim:
+        return DecisionClaim(
+            approver_id=opened.request.approver_id,
+            requester_id=opened.case.requested_by,
+            leaver_id=opened.case.employee_id,
+            plan_hash=opened.claims.plan_hash,
+        )
 
     def view_context(opened: Opened) -> dict[str, Any]:
         approver = services.people.find_person(opened.request.approver_id)
@@ -102,7 +144,28 @@ def approvals_router(
                 "display_name": approver.display_name if approver else opened.request.approver_id,
             },
             "expires_at": opened.request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            "approvals": {
+                "given": approvals_counted(
+                    services, opened.case, opened.claims.plan_hash, opened.settlement
+                ),
+                "required": services.policy.required_for(urgent=opened.case.urgent),
+            },
+            "deputy_for": deputy_names(opened, rule_inputs(services, opened.case)),
         }
+
+    def deputy_names(opened: Opened, people: RuleInputs) -> list[str]:
+        """Whom the link holder stands in for, when asked as a deputy (not in their own right)."""
+        if opened.request.approver_id.strip().casefold() in {
+            a.strip().casefold() for a in people.approvers
+        }:
+            return []
+        names = []
+        for manager_id in acting_for(
+            claim_of(opened), managers=people.approvers, deputies=people.deputies, at=utcnow()
+        ):
+            manager = services.people.find_person(manager_id)
+            names.append(manager.display_name if manager else manager_id)
+        return names
 
     @router.get("/{token}", response_class=HTMLResponse)
     async def confirm(request: Request, token: str) -> HTMLResponse:
@@ -217,16 +280,13 @@ def approvals_router(
     def record_decision(opened: Opened, decision: Decision, reason: str) -> SignedDecision:
         case, req = opened.case, opened.request
         actor = f"employee:{req.approver_id}"
-        managers = [p.employee_id for p in services.people.managers()]
+        people = rule_inputs(services, case)
         broken = refusals(
-            DecisionClaim(
-                approver_id=req.approver_id,
-                requester_id=case.requested_by,
-                leaver_id=case.employee_id,
-                plan_hash=opened.claims.plan_hash,
-            ),
-            managers=managers,
+            claim_of(opened),
+            managers=people.approvers,
             current_plan_hash=opened.plan.plan_hash,
+            deputies=people.deputies,
+            at=utcnow(),
         )
         if broken:
             texts = [REFUSAL_TEXT[r] for r in broken]

@@ -7,6 +7,7 @@ import re
 import ldap3
 import structlog
 from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
 
 from connectors.base import PermanentError, Person
 from connectors.ldap_client import LdapClient
@@ -50,6 +51,14 @@ class LdapPeopleDirectory(LdapClient):
                 people[found.employee_id] = found
         return [people[key] for key in sorted(people)]
 
+    def group_members(self, group: str) -> list[Person]:
+        """The people in `group`: a DN, or a cn under `groups_base` (e.g. "management")."""
+        group_dn = group if "=" in group else f"cn={escape_rdn(group)},{self.config.groups_base}"
+        with self.session() as conn:
+            found = self._group_members(conn, group_dn, setting="approvers_group")
+        unique = {person.employee_id: person for person in found}
+        return [unique[key] for key in sorted(unique)]
+
     def _find(self, conn: ldap3.Connection, employee_id: str) -> Person | None:
         attribute = self.config.employee_id_attribute
         search_filter = f"({attribute}={escape_filter_chars(employee_id)})"
@@ -63,10 +72,12 @@ class LdapPeopleDirectory(LdapClient):
             )
         return self._person(found[0]["attributes"]) if found else None
 
-    def _group_members(self, conn: ldap3.Connection, group_dn: str) -> list[Person]:
+    def _group_members(
+        self, conn: ldap3.Connection, group_dn: str, *, setting: str = "managers_group"
+    ) -> list[Person]:
         group = self.read(conn, group_dn, ["member", "memberUid"])
         if group is None:
-            raise PermanentError(f"{self.name}: managers_group {group_dn} does not exist")
+            raise PermanentError(f"{self.name}: {setting} {group_dn} does not exist")
         attribute = self.config.employee_id_attribute
         people = []
         for member in group.get("member", []):

@@ -35,6 +35,7 @@ from offboarding.wiring.db import make_engine
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.service import RunningService, run_service
 from offboarding.wiring.settings import PeopleSettings, Settings
+from offboarding.workinstruction.file import to_yaml as work_instruction_yaml
 
 # The work instruction's manual step in the demo: Milan Dijkstra (Operations) collects them.
 MANUAL_STEPS = [
@@ -197,6 +198,29 @@ def run_demo(
             settings.home / "starter", settings=settings, connectors=systems.connectors
         )
         # nothing of a real configuration leaks in: own systems, database, mail and links
+        policy = settings.policy.model_copy(
+            update={
+                "manual_steps": tuple(ManualStep(**m) for m in MANUAL_STEPS),
+                # what the sandboxes can only report (a dynamic group, a device) too
+                "manual_assignee": "E1016",
+                "on_leave": {},  # the demo's systems: disable (the default)
+            }
+        )
+        # the demo runs a work instruction file, as an installation would (its plans record
+        # the file's version label and SHA-256)
+        instruction = settings.home / "workinstruction.yaml"
+        instruction.write_text(
+            work_instruction_yaml(
+                policy,
+                version="demo-1",
+                title="Offboarding work instruction (demo)",
+                owner="HR (demo)",
+                approve_within_hours=settings.approval_ttl_hours,
+                retention_days=settings.retention_days,
+                connectors=[str(c.config["name"]) for c in systems.connectors],
+            ),
+            encoding="utf-8",
+        )
         settings = settings.model_copy(
             update={
                 "connectors": [dict(c.config) for c in systems.connectors],
@@ -205,13 +229,8 @@ def run_demo(
                 "database_url": None,
                 "public_url": None,
                 "env": "demo",
-                "policy": settings.policy.model_copy(
-                    update={
-                        "manual_steps": tuple(ManualStep(**m) for m in MANUAL_STEPS),
-                        # what the sandboxes can only report (a dynamic group, a device) too
-                        "manual_assignee": "E1016",
-                    }
-                ),
+                "policy": policy,
+                "work_instruction": instruction,
             }
         )
         with run_service(settings) as running:

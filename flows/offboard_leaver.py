@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from approvals.attestations import evidence_rows, request_attestations, unattested
 from approvals.decisions import check_run_input, settle, valid_verdict
@@ -32,11 +32,13 @@ from flows.oversight import refresh_overview
 from offboarding.domain import audit
 from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, write_anchor
 from offboarding.domain.cases import (
+    CaseCancelled,
     Recorded,
     get_case,
     get_plan,
     latest_plan,
     leaver_of,
+    mark_contained,
     set_plan_status,
     set_status,
 )
@@ -81,6 +83,37 @@ class OffboardRequest(BaseModel):
 
 class DecisionInput(RunInput, SignedDecision):
     """What the approval pages resume the run with; checked before anything happens."""
+
+
+class UpgradeNotice(BaseModel):
+    """The intake recorded an urgent event for this case (`case.upgraded`)."""
+
+    case_id: str
+    reason: str = "urgent"
+
+
+class ApprovalWake(RunInput):
+    """What wakes a run that waits for approval: a decision (the approval pages, the
+    dispatcher), or an upgrade notice (the dispatcher, after an urgent event). An upgrade is
+    never a decision: it makes the run replay, contain the leaver as the case now says, and
+    wait again. Neither proves anything: the flow checks both against the database."""
+
+    decision_id: str = ""
+    case_id: str = ""
+    plan_hash: str = ""
+    approver_id: str = ""
+    decision: str = ""
+    signature: str = ""
+    upgrade: UpgradeNotice | None = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> ApprovalWake:
+        if self.upgrade is None and not (self.decision_id and self.case_id and self.decision):
+            raise ValueError("neither a decision nor an upgrade notice")
+        return self
+
+    def as_decision(self) -> SignedDecision:
+        return SignedDecision.model_validate(self.model_dump(exclude={"upgrade"}))
 
 
 class AttestationsDone(RunInput):
@@ -163,7 +196,12 @@ def plan_for(case_id: str) -> RevocationPlanRecord:
 
 def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
     record = store_plan(
-        services, case, leaver_of(case), grants, instruction=instruction_version(services)
+        services,
+        case,
+        leaver_of(case),
+        grants,
+        instruction=instruction_version(services),
+        instruction_file=instruction_file_details(services),
     )
     create_table_artifact(
         key=f"plan-{case.id[:12]}",
@@ -269,7 +307,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
         if attempt == 1:
             refresh_view(services)
         try:
-            received = suspend_flow_run(wait_for_input=DecisionInput, key=key, timeout=None)
+            woken = suspend_flow_run(wait_for_input=ApprovalWake, key=key, timeout=None)
         except ValidationError:
             audit.record(
                 services.engine,
@@ -282,6 +320,11 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
             )
             log.warning("woken without a decision; waiting again", key=key)
             continue
+        if woken.upgrade is not None:
+            # replayed with the same plan: the case's urgency changed nothing to contain
+            note_upgrade(services, case, woken.upgrade, key)
+            continue
+        received = woken.as_decision()
         problems = with_retries(check_decision)(case.id, record.id, received)
         if problems:
             audit.record(
@@ -294,6 +337,64 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
                 once_key=f"{current_run.id}:{key}",
             )
             log.warning("decision refused; waiting again", key=key, refusals=problems)
+
+
+def note_upgrade(services: Services, case: Case, notice: UpgradeNotice, key: str) -> None:
+    """An upgrade notice reached the wait itself: the replay before it already contained
+    what the case asks (or found nothing to contain). Recorded; never a decision."""
+    current = case_by_id(case.id)
+    genuine = notice.case_id == case.id and current.urgent and current.upgraded_at is not None
+    audit.record(
+        services.engine,
+        action="upgrade.received" if genuine else "upgrade.refused",
+        actor="prefect:resume",
+        outcome="ok" if genuine else "refused",
+        case_id=case.id,
+        details={"key": key, "why": "waiting again for the decision"}
+        if genuine
+        else {"key": key, "why": "the case has no recorded urgent upgrade"},
+        once_key=f"{current_run.id}:{key}:upgrade",
+    )
+    log.info("woken by an upgrade notice; waiting again", key=key, genuine=genuine)
+
+
+def plan_for_urgency(
+    services: Services, case: Case, record: RevocationPlanRecord
+) -> RevocationPlanRecord:
+    """A case upgraded to urgent after its plan was made: the same grants again, with the
+    policy's containment phase, as the plan's next version (the approvers get links for
+    it: they approve what was contained). A plan already decided stays as it is."""
+    if not case.urgent or record.status != PlanStatus.PENDING:
+        return record
+    plan = load_plan(record)
+    missing = [
+        step
+        for step in plan.steps
+        if step.phase != Phase.CONTAINMENT
+        and services.rules.contains_at_once(step.grant.effect, urgent=True)
+    ]
+    if not missing or settle(services, case, record).verdict != Verdict.PENDING:
+        return record
+    upgraded = new_plan(services, case, [step.grant for step in plan.steps])
+    audit.record(
+        services.engine,
+        action="plan.changed",
+        actor="service",
+        case_id=case.id,
+        details={
+            "why": "urgent upgrade: containment before the decision",
+            "previous_plan": record.plan_hash,
+            "plan_hash": upgraded.plan_hash,
+        },
+        once_key=f"plan.urgent:{record.id}",
+    )
+    return upgraded
+
+
+def note_contained(services: Services, case: Case) -> None:
+    """An urgent case's containment is done: the dispatcher stops waking the run for it."""
+    if case.urgent:
+        mark_contained(services.engine, case.id)
 
 
 def await_attestations(services: Services, case: Case, record: RevocationPlanRecord) -> bool:
@@ -332,8 +433,13 @@ def offboard_leaver(request: OffboardRequest) -> str:
         return case.status.value
     try:
         record = plan_for(case.id)
+        record = plan_for_urgency(services, case, record)
         contain(services, case, record)
+        note_contained(services, case)
         while True:
+            if with_retries(settled_verdict)(case.id, record.id) == Verdict.PENDING:
+                # before the links go out: an approver who clicks at once finds a waiting case
+                set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
             with_retries(ask_for_approval)(case.id, record.id)
             verdict = await_verdict(services, case, record)
             if verdict == Verdict.REJECTED:
@@ -372,6 +478,9 @@ def offboard_leaver(request: OffboardRequest) -> str:
         return revoke_and_verify(services, case, record)
     except NeedsAttention:
         raise  # already recorded and reported
+    except CaseCancelled:
+        log.info("case cancelled by HR; the run ends here")
+        return CaseStatus.CANCELLED.value
     except NoEligibleApprover as exc:
         stop_for_attention(services, case, str(exc), done=[], not_done=["second-manager approval"])
     except Exception as exc:  # noqa: BLE001 - any failure must leave a visible, resumable case
@@ -489,7 +598,13 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     if await_attestations(services, case, record):
         outcomes = outcomes_of(services, record)
         publish_evidence(services, case, record, outcomes, report, failures)
-    set_status(services.engine, case.id, CaseStatus.COMPLETED, event=Recorded("case.completed"))
+    set_status(
+        services.engine,
+        case.id,
+        CaseStatus.COMPLETED,
+        event=Recorded("case.completed"),
+        rechecks=services.rules.recheck_after_days,  # the watch after the case
+    )
     notify.completed(services, case, record, outcomes, report)
     anchor_audit_log(services)
     publish_evidence_pack(services, case)
@@ -501,6 +616,13 @@ def instruction_version(services: Services) -> str:
     """The version of the work instruction (`offboarding workinstruction render`) that this
     process runs, as the rendered document shows it."""
     return fingerprint(services.settings)[:12]
+
+
+def instruction_file_details(services: Services) -> dict[str, str]:
+    """The work instruction file's version label and the SHA-256 of its bytes, as this
+    process loaded them (what the plan follows); empty without a file."""
+    loaded = services.settings.work_instruction_file
+    return loaded.details() if loaded is not None else {}
 
 
 def publish_evidence_pack(services: Services, case: Case) -> None:

@@ -1,4 +1,9 @@
-"""Every 15 minutes: the management view of all cases, as one keyed table artifact.
+"""Every 15 minutes: the watch after each case, and the management view of all cases.
+
+Each run first takes the rechecks that are due (`offboarding.domain.watch`): the leaver
+of a completed case is inventoried again in every system; access found again is recorded
+(`watch.found_again`), mailed to the case's requester and the managers who approved it,
+and opens a follow-up case that needs a second manager's approval like any other.
 
 The artifact `offboarding-overview` (Prefect UI → Artifacts) gets a new version on each
 refresh: one row per open case and per case finished in the last week, with its state in
@@ -19,14 +24,30 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import structlog
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
+from prefect.runtime import flow_run as current_run
+from pydantic import ValidationError
+from sqlmodel import Session, select
 
-from connectors.base import ConnectorError
-from offboarding.domain.models import TERMINAL_STATUSES, as_utc
+from connectors.base import ConnectorError, Person
+from offboarding.domain import audit, watch
+from offboarding.domain.cases import find_by_event, find_open_case, get_case, leaver_of, leaver_view
+from offboarding.domain.models import (
+    TERMINAL_STATUSES,
+    ApprovalDecision,
+    AuditEvent,
+    Case,
+    Decision,
+    Recheck,
+    as_utc,
+    new_id,
+    utcnow,
+)
 from offboarding.domain.overview import (
     RECENT,
     OverviewRow,
@@ -35,6 +56,11 @@ from offboarding.domain.overview import (
     overview_rows,
     table,
 )
+from offboarding.domain.retention import ERASED
+from offboarding.intake.hris import Employee, TerminationEvent
+from offboarding.intake.routes import Refused, record_refusal, store_case
+from offboarding.notification.mail import OutgoingEmail
+from offboarding.notification.rendering import pick_language, render_email
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.services import Services, build_services
 from offboarding.wiring.settings import get_settings
@@ -131,9 +157,12 @@ def erase_overview_history(before: datetime) -> int:
 
 @flow(name="oversight", log_prints=False, persist_result=False)
 def oversight() -> int:
-    """Refresh the management view; returns the number of cases past their deadline."""
+    """Run the rechecks that are due (the watch after a case), then refresh the management
+    view; returns the number of cases past their deadline."""
     configure_logging(attach_handler=False)
-    rows = refresh_overview(oversight_services())
+    services = oversight_services()
+    run_due_rechecks(services, claimant=str(current_run.id or new_id()))
+    rows = refresh_overview(services)
     logger = get_run_logger()
     late = breaches(rows)
     for row in late:
@@ -150,3 +179,199 @@ def oversight() -> int:
 def history_cutoff(now: datetime, retention_days: int) -> datetime:
     """`before` for `erase_overview_history` under a retention period of `retention_days`."""
     return as_utc(now) - timedelta(days=retention_days) + RECENT
+
+
+# -- the watch after a case --------------------------------------------------------------
+
+
+def run_due_rechecks(services: Services, *, claimant: str) -> dict[str, str]:
+    """Claim and run every recheck that is due; returns the outcome per recheck id. Each
+    one is a task of this run (`recheck-<case>-day-<n>`), so the UI shows what was checked."""
+    outcomes: dict[str, str] = {}
+    for recheck in watch.due(services.engine, now=utcnow()):
+        if not watch.claim(services.engine, recheck.id, claimant=claimant):
+            continue  # another oversight run has it
+        outcomes[recheck.id] = recheck_task(
+            recheck.id,
+            case=recheck.case_id[:12],
+            day=watch.day_text(recheck.day),
+            claimant=claimant,
+        )
+    return outcomes
+
+
+@task(name="recheck", task_run_name="recheck-{case}-day-{day}", cache_policy=NO_CACHE)
+def recheck_task(recheck_id: str, *, case: str, day: str, claimant: str) -> str:
+    services = oversight_services()
+    with Session(services.engine, expire_on_commit=False) as session:
+        recheck = session.get(Recheck, recheck_id)
+    if recheck is None:
+        return "gone"
+    try:
+        return run_recheck(services, recheck, claimant=claimant)
+    except Exception as exc:  # noqa: BLE001 - recorded, and tried again on the next pass
+        watch.record_failed(
+            services.engine,
+            recheck,
+            claimant=claimant,
+            failures={"recheck": f"{type(exc).__name__}: {exc}"},
+        )
+        get_run_logger().error("recheck %s of case %s failed: %s", day, case, type(exc).__name__)
+        return "failed"
+
+
+def run_recheck(services: Services, recheck: Recheck, *, claimant: str) -> str:
+    """One claimed recheck: inventory again, then record, report and follow up."""
+    engine, logger = services.engine, get_run_logger()
+    case = get_case(engine, recheck.case_id)
+    if case is None or case.display_name == ERASED:
+        watch.record_skipped(engine, recheck, claimant=claimant, why="case data erased")
+        return "skipped"
+    findings = watch.reinventory(services.connectors, leaver_of(case), services.rules)
+    failures = dict(findings.failures)
+    if findings.found:
+        follow_up, problem = open_follow_up(services, case, recheck)
+        try:
+            tell_management(services, case, recheck, findings, follow_up, problem)
+        except Exception as exc:  # noqa: BLE001 - the mail is tried again on the next pass
+            failures["mail"] = f"{type(exc).__name__}: {exc}"
+        watch.record_found_again(
+            engine,
+            recheck,
+            findings,
+            claimant=claimant,
+            follow_up=follow_up,
+            follow_up_problem=problem,
+            retry=bool(failures),
+        )
+        logger.warning(
+            "access found again: case %s (employee %s), day %s, %d grant(s) in %s; follow-up %s",
+            case.id,
+            case.employee_id,
+            watch.day_text(recheck.day),
+            len(findings.found),
+            ", ".join(findings.systems),
+            follow_up or f"not opened ({problem})",
+        )
+    if failures:
+        watch.record_failed(engine, recheck, claimant=claimant, failures=failures)
+        logger.warning(
+            "recheck of case %s day %s incomplete, tried again next run: %s",
+            case.id,
+            watch.day_text(recheck.day),
+            ", ".join(sorted(failures)),
+        )
+        return "failed"
+    if findings.found:
+        return "found_again"
+    watch.record_clean(engine, recheck, claimant=claimant)
+    return "clean"
+
+
+def open_follow_up(services: Services, case: Case, recheck: Recheck) -> tuple[str | None, str]:
+    """The follow-up case, stored the way the intake stores an HR event (same checks, same
+    audit event); its internal event id makes a retry find the same case. Returns its id
+    (or the leaver's case that is already open, which takes the access too: its flow
+    inventories again after approval) and, when none, why not."""
+    event_id = watch.follow_up_event_id(case.id, recheck.day)
+    with Session(services.engine, expire_on_commit=False) as session:
+        # looked up here, not left to the intake: an HR event for an open case may change
+        # that case (its last working day), which a follow-up must never do
+        earlier = find_by_event(session, event_id) or find_open_case(session, case.employee_id)
+    if earlier is not None:
+        return earlier.id, ""
+    try:
+        event = TerminationEvent(
+            id=event_id,
+            type="employee.terminated",
+            occurred_at=utcnow(),
+            employee=Employee(
+                id=case.employee_id,
+                email=case.employee_email,
+                display_name=case.display_name,
+                manager_id=case.manager_id,
+            ),
+            last_working_day=case.last_working_day,  # past: the run starts at once
+            urgent=False,
+            requested_by=case.requested_by,
+        )
+        return store_case(services, event).case.id, ""
+    except Refused as refusal:
+        record_refusal(services, refusal, actor="oversight")
+        if refusal.case_id is not None:
+            return refusal.case_id, ""
+        return None, f"{refusal.reason}: {refusal.detail}"
+    except ValidationError as exc:
+        return None, f"the case's data is not a valid event ({exc.error_count()} problem(s))"
+
+
+def management_of(services: Services, case: Case) -> list[Person]:
+    """Who hears that access came back: the case's requester and every manager who
+    approved it; they answered for the case. People the directory no longer knows are
+    left out."""
+    with Session(services.engine) as session:
+        approvers = session.exec(
+            select(ApprovalDecision.approver_id).where(
+                ApprovalDecision.case_id == case.id, ApprovalDecision.decision == Decision.APPROVE
+            )
+        ).all()
+    people = []
+    for employee_id in dict.fromkeys([case.requested_by, *approvers]):
+        person = services.people.find_person(employee_id)
+        if person is not None and person.email:
+            people.append(person)
+    return people
+
+
+def tell_management(
+    services: Services,
+    case: Case,
+    recheck: Recheck,
+    findings: watch.Findings,
+    follow_up: str | None,
+    problem: str,
+) -> None:
+    """Mail `access_found_again` to management, once per person and set of grants."""
+    context = {
+        "leaver": leaver_view(case),
+        "case_id": case.id,
+        "day": watch.day_text(recheck.day),
+        "checked_at": moment(utcnow(), services.settings.zone),
+        "found": [
+            {
+                "connector": grant.connector,
+                "kind": grant.kind,
+                "effect": grant.effect.value,
+                "message": grant.label.model_dump(),
+                "label": grant.label.text,
+                "target": grant.target,
+            }
+            for grant in findings.found
+        ],
+        "follow_up": {"case_id": follow_up or "", "problem": problem},
+    }
+    for person in management_of(services, case):
+        once = f"email:access_found_again:{recheck.id}:{findings.fingerprint}:{person.email}"
+        with Session(services.engine) as session:
+            if session.exec(select(AuditEvent.seq).where(AuditEvent.once_key == once)).first():
+                continue  # told on an earlier pass
+        language = pick_language(person.language, services.settings.default_language)
+        rendered = render_email(
+            services.templates,
+            "access_found_again",
+            language,
+            {**context, "recipient": {"display_name": person.display_name}},
+        )
+        message_id = services.mailer.send(
+            OutgoingEmail(
+                to=[person.email], subject=rendered.subject, text=rendered.text, html=rendered.html
+            )
+        )
+        audit.record(
+            services.engine,
+            action="email.access_found_again",
+            actor="oversight",
+            case_id=case.id,
+            details={"to": person.email, "message_id": message_id, "language": language},
+            once_key=once,
+        )

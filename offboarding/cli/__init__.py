@@ -12,7 +12,9 @@ import importlib
 from offboarding.cli.app import app
 
 # registered in the order --help shows
-for _commands in ("service", "plans", "records", "hris", "evidence", "workinstruction"):
+for _commands in ("service", "worker", "plans", "records", "hris", "evidence", "workinstruction"):
     importlib.import_module(f"offboarding.cli.{_commands}")
+importlib.import_module("offboarding.cli.reconcile")  # the watch after the case: orphans
+importlib.import_module("offboarding.cli.deputies")  # a manager's deputy for a period
 
 __all__ = ["app"]

@@ -23,6 +23,7 @@ from offboarding.cli.app import _fail, _first_line, _remember_secrets, _seen
 
 Loc = tuple[int | str, ...]  # where in the settings: ("connectors", 0, "url")
 Problem = tuple[Loc, str]
+_FILE_LINE = re.compile(r"^\S.*:\d+: ")  # a work instruction file's problem names its line
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class _Sources:
 
     def line(self, problem: Problem) -> str:
         loc, message = problem
+        if loc == ("work_instruction",) and _FILE_LINE.match(message):
+            return message  # already `FILE:LINE: field: message`, one line per problem
         if loc and loc[0] in self.options:
             return f"option --{str(loc[0]).replace('_', '-')}: {message}"
         variables = {name.upper(): name for name in os.environ}
@@ -134,7 +137,8 @@ def _configuration_problems(options: Mapping[str, object]) -> list[str]:
         found = [(at, m) for at, m in found if at[:1] != ("connectors",) or m not in also] + each
     if settings is not None and settings.connectors and not each:
         found += _people_and_mail_problems(settings)
-    return list(dict.fromkeys(sources.line(problem) for problem in found))
+    lines = (line for problem in found for line in sources.line(problem).splitlines())
+    return list(dict.fromkeys(lines))
 
 
 def _merged(*layers: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,17 +25,29 @@ def _wait_forever() -> None:
 
 @app.command()
 def up(
-    host: HostOption = None, port: PortOption = None, prefect_port: PrefectPortOption = None
+    host: HostOption = None,
+    port: PortOption = None,
+    prefect_port: PrefectPortOption = None,
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            help="PostgreSQL for the service and for Prefect, and the workers of a Prefect "
+            "process work pool instead of the embedded runner (see README, Production mode).",
+        ),
+    ] = False,
 ) -> None:
     """Run the service: local Prefect server, flow deployments served, web app."""
     from offboarding.wiring.logging import configure_logging
-    from offboarding.wiring.service import run_service
+    from offboarding.wiring.service import production_problem, run_service
 
     configure_logging()
     settings = _settings(host, port, prefect_port)
+    if production and (problem := production_problem(settings)):
+        _fail(f"Could not start: {problem}", 2)
     _require_connectors(settings)
     try:
-        with run_service(settings) as running:
+        with run_service(settings, production=production) as running:
             _announce(running)
             _wait_forever()
     except RuntimeError as exc:  # a part of the service could not start: say which and why
@@ -50,6 +62,12 @@ def _announce(running) -> None:  # type: ignore[no-untyped-def]
     web = running.web_url
     typer.echo(f"  Web app (HRIS intake, approvals): {web}   (API docs: {web}/docs)")
     typer.echo(f"  Prefect UI (management view):    {running.prefect_ui_url}")
+    if running.work_pool:
+        typer.echo(
+            f"  Flow runs: work pool {running.work_pool!r}, {len(running.workers)} worker(s) "
+            f"here, at most {settings.work_pool_concurrency} runs at once "
+            "(more workers: `offboarding worker`)"
+        )
     mail = (
         f"SMTP {settings.smtp.host}:{settings.smtp.port}"
         if settings.smtp

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from connectors.base import Leaver
-from offboarding.domain import audit
+from offboarding.domain import audit, watch
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
@@ -21,12 +24,17 @@ from offboarding.domain.models import (
     CaseStatus,
     PlanStatus,
     RevocationPlanRecord,
+    as_utc,
     utcnow,
 )
 
 
 class UnknownEmployee(LookupError):
     """The event names someone the people directory does not know."""
+
+
+class CaseCancelled(Exception):
+    """HR withdrew the case: it never changes status again (a run still going stops)."""
 
 
 def run_name(employee_id: str, email: str) -> str:
@@ -48,8 +56,32 @@ def start_time(
     return datetime.combine(last_working_day, time(hour, minute), tzinfo=zone)
 
 
-def find_by_event(session: Session, event_id: str) -> Case | None:
-    return session.exec(select(Case).where(Case.event_id == event_id)).first()
+_CASE_NAMESPACE = uuid.UUID("5b0f6a0e-2f43-4c1c-9a55-0ff0b0a4d1e2")
+
+
+def case_id_for(event_id: str, occurred_at: datetime | None = None) -> str:
+    """Deterministic: the same event always names the same case (a racing copy collides).
+    `occurred_at` only for a later case under an event id an earlier case already has."""
+    name = event_id if occurred_at is None else f"{event_id}@{as_utc(occurred_at).isoformat()}"
+    return uuid.uuid5(_CASE_NAMESPACE, name).hex
+
+
+def find_by_event(
+    session: Session, event_id: str, occurred_at: datetime | None = None
+) -> Case | None:
+    """The case this event opened: the same id (and, when given, the same moment), the
+    newest first. An HR system that keeps one id per person (Personio) sends it again for a
+    rehire's later leaving, with a later `occurred_at`: that is a new case, not a resend."""
+    found = session.exec(
+        select(Case).where(Case.event_id == event_id).order_by(col(Case.created_at).desc())
+    ).all()
+    if occurred_at is None:
+        return found[0] if found else None
+    same = [c for c in found if as_utc(c.occurred_at) == as_utc(occurred_at)]
+    if same:
+        return same[0]
+    still_open = [c for c in found if c.status not in TERMINAL_STATUSES]
+    return still_open[0] if still_open else None  # a resend with another time: same case
 
 
 def find_open_case(session: Session, employee_id: str) -> Case | None:
@@ -100,14 +132,26 @@ def set_status(
     *,
     event: Recorded | None = None,
     plan: tuple[str, PlanStatus] | None = None,
+    rechecks: Sequence[float] = (),
 ) -> None:
     """Move the case (and optionally its plan) to a new status; the audit event that
-    records it is committed in the same transaction, or neither is."""
+    records it is committed in the same transaction, or neither is. A completed case
+    gets its `rechecks` (days after completion; see `offboarding.domain.watch`) in it too."""
 
     def change(session: Session) -> None:
+        # one statement checks and takes the row, so that a cancellation and a move on
+        # cannot both win (SQLite reads outside its write lock)
+        taken = session.execute(
+            update(Case)
+            .where(col(Case.id) == case_id, col(Case.status) != CaseStatus.CANCELLED)
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
         case = session.get(Case, case_id)
         if case is None:
             raise LookupError(f"no case {case_id}")
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise CaseCancelled(f"case {case_id} was cancelled by HR")
         case.status = status
         case.status_detail = detail
         case.updated_at = utcnow()
@@ -118,6 +162,8 @@ def set_status(
                 raise LookupError(f"no plan {plan[0]}")
             record.status = plan[1]
             session.add(record)
+        if status == CaseStatus.COMPLETED and rechecks:
+            watch.schedule(session, case_id, rechecks, case.updated_at)
         if event is not None:
             audit.append(
                 session,
@@ -166,3 +212,18 @@ def decisions_on(engine: Engine, case_id: str, plan_hash: str) -> list[ApprovalD
                 )
             ).all()
         )
+
+
+def mark_contained(engine: Engine, case_id: str) -> None:
+    """The run contained the urgent leaver (or found nothing to contain) after the case's
+    last upgrade: from now on the dispatcher does not wake the run for it."""
+    with Session(engine) as session:
+        case = session.get(Case, case_id)
+        if case is None or (
+            case.contained_at is not None
+            and (case.upgraded_at is None or as_utc(case.contained_at) >= as_utc(case.upgraded_at))
+        ):
+            return
+        case.contained_at = utcnow()
+        session.add(case)
+        session.commit()

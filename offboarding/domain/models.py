@@ -34,11 +34,15 @@ class CaseStatus(StrEnum):
     COMPLETED = "completed"
     REJECTED = "rejected"
     NEEDS_ATTENTION = "needs_attention"
+    CANCELLED = "cancelled"  # withdrawn by HR before anything was revoked
 
 
-TERMINAL_STATUSES = frozenset({CaseStatus.COMPLETED, CaseStatus.REJECTED})
+TERMINAL_STATUSES = frozenset({CaseStatus.COMPLETED, CaseStatus.REJECTED, CaseStatus.CANCELLED})
 # The database stores enum names; a case is open until it reaches one of these.
-_OPEN_CASE = text("status NOT IN ('COMPLETED', 'REJECTED')")
+_OPEN_CASE = text("status NOT IN ('COMPLETED', 'REJECTED', 'CANCELLED')")
+# PostgreSQL: the same test as an immutable function (migration 0005): an index may not cast
+# an enum to text, nor name an enum value added in the same transaction
+_OPEN_CASE_PG = text("case_is_open(status)")
 
 
 class Case(SQLModel, table=True):
@@ -51,12 +55,13 @@ class Case(SQLModel, table=True):
             "employee_id",
             unique=True,
             sqlite_where=_OPEN_CASE,
-            postgresql_where=_OPEN_CASE,
+            postgresql_where=_OPEN_CASE_PG,
         ),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True)
-    event_id: str = Field(index=True, unique=True, max_length=200)
+    # the event that opened it; not unique: a rehire may reuse an HR system's stable id
+    event_id: str = Field(index=True, max_length=200)
     employee_id: str = Field(index=True, max_length=100)
     employee_email: str = Field(max_length=320)
     display_name: str = Field(max_length=300)
@@ -71,6 +76,10 @@ class Case(SQLModel, table=True):
     # automatic recoveries of a crashed or failed run (bounded; see the dispatcher)
     recovery_attempts: int = 0
     recovered_at: datetime | None = None
+    # an urgent event for the open case (instant dismissal after a normal notice), and
+    # when the run had contained the leaver after it (the dispatcher wakes it until then)
+    upgraded_at: datetime | None = None
+    contained_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -199,3 +208,56 @@ class AuditEvent(SQLModel, table=True):
     once_key: str | None = Field(default=None, unique=True, max_length=300)
     prev_hash: str = Field(max_length=64, unique=True)
     hash: str = Field(max_length=64)
+
+
+# -- the watch after a case (see offboarding.domain.watch) ---------------------------------
+
+
+class RecheckStatus(StrEnum):
+    DUE = "due"  # waits for its moment (or for the next pass, after a system failed)
+    RUNNING = "running"  # claimed by one oversight run
+    CLEAN = "clean"  # nothing found again
+    FOUND_AGAIN = "found_again"  # reported; a follow-up case takes it away
+    SKIPPED = "skipped"  # the case's personal data was erased before the recheck was due
+
+
+class Recheck(SQLModel, table=True):
+    """One re-inventory of a completed case's leaver, `day` days after completion."""
+
+    __tablename__ = "recheck"
+    __table_args__ = (UniqueConstraint("case_id", "day"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    case_id: str = Field(foreign_key="case.id", index=True)
+    day: float
+    due_at: datetime = Field(index=True)
+    status: RecheckStatus = Field(default=RecheckStatus.DUE)
+    attempts: int = 0  # passes that claimed it (a failing system is retried every pass)
+    claimed_by: str | None = Field(default=None, max_length=64)  # the claiming pass
+    claimed_at: datetime | None = None
+    done_at: datetime | None = None
+    follow_up_case_id: str | None = Field(default=None, max_length=64)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+# --- deputies (approvals/deputies.py) --------------------------------------------------------
+
+
+class Deputyship(SQLModel, table=True):
+    """A manager's deputy for a period: asked for approvals with the manager while it is
+    active, and counted as one with them (a manager and their own deputy are one voice)."""
+
+    __tablename__ = "deputyship"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    manager_id: str = Field(max_length=100, index=True)
+    deputy_id: str = Field(max_length=100, index=True)
+    starts_at: datetime
+    ends_at: datetime  # not included; an early end sets `ended_at` instead
+    named_by: str = Field(max_length=300)
+    created_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    ended_by: str | None = Field(default=None, max_length=300)
+
+
+# --- end of deputies -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select
 
+from offboarding.domain import watch
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
     ApprovalDecision,
@@ -74,6 +75,7 @@ class OverviewRow:
     breached: bool
     time_to_revoke: timedelta | None
     left: Mapping[str, int] = field(default_factory=dict)  # open plan steps per system
+    watch_note: watch.WatchNote | None = None  # the watch after the case (found again, next)
 
 
 def moment(value: datetime, zone: ZoneInfo) -> str:
@@ -272,11 +274,13 @@ def overview_rows(
                     or_(
                         col(Case.status).not_in(list(TERMINAL_STATUSES)),
                         (col(Case.updated_at) >= now - recent) & (Case.display_name != ERASED),
+                        col(Case.id).in_(watch.recently_found(session, since=now - recent)),
                     )
                 )
             ).all()
         )
         records = _load(session, [c.id for c in cases])
+        notes = watch.notes(session, [c.id for c in cases], zone=zone)
     known: dict[str, str | None] = {}
 
     def cached_name(employee_id: str) -> str | None:
@@ -284,7 +288,12 @@ def overview_rows(
             known[employee_id] = name_of(employee_id)
         return known[employee_id]
 
-    rows = [_row(case, records, now, zone, end_of_day, cached_name) for case in cases]
+    rows = [
+        replace(
+            _row(case, records, now, zone, end_of_day, cached_name), watch_note=notes.get(case.id)
+        )
+        for case in cases
+    ]
     return sorted(rows, key=_order)
 
 
@@ -344,6 +353,9 @@ def table(rows: list[OverviewRow], *, zone: ZoneInfo) -> list[dict[str, str]]:
             "Breach / Overschreden": "yes / ja" if row.breached else "",
             "Time to revoke / Tijd tot intrekking": duration(row.time_to_revoke)
             if row.time_to_revoke is not None
+            else "",
+            "Watch / Nazorg": f"{row.watch_note.en} / {row.watch_note.nl}"
+            if row.watch_note
             else "",
             **{
                 f"Left: {system} / Nog te doen: {system}": str(row.left.get(system, ""))

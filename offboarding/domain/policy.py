@@ -42,6 +42,18 @@ class Policy(BaseModel):
     urgent_containment: frozenset[Effect] = frozenset()
     # How many distinct eligible second managers must approve; one rejection rejects.
     required_approvals: int = Field(default=1, ge=1, le=10)
+    # An instant dismissal (urgent case) may need more: e.g. 2 of the management team.
+    # Unset: `required_approvals`.
+    required_approvals_urgent: int | None = Field(default=None, ge=1, le=10)
+    # Who may approve: the members of this people-directory group (a DN, or a cn under the
+    # directory's groups_base). Unset: the managers (managers_group and managers), as before.
+    approvers_group: str | None = Field(default=None, min_length=1)
+    # The group for an instant dismissal. Unset: `approvers_group`.
+    approvers_group_urgent: str | None = Field(default=None, min_length=1)
+    # A deputy (see `offboarding deputy`) must be a manager per the people directory; true
+    # lets a manager name any employee with an email address (never the requester or the
+    # leaver of a case: the four-eyes rules hold for deputies too).
+    deputies_may_be_non_managers: bool = False
     # The order of a system's steps by effect; effects not listed go last, in this order.
     effect_order: tuple[Effect, ...] = DEFAULT_ORDER
     # Per connector name: disable (default) or delete the account.
@@ -64,6 +76,10 @@ class Policy(BaseModel):
     remind_after_hours: float = Field(default=24, gt=0, le=24 * 90)
     escalate_after_hours: float = Field(default=48, gt=0, le=24 * 90)
     escalation_managers: tuple[str, ...] = ()
+    # The watch after a case: days after completion on which the leaver is inventoried again
+    # in every system; access found again is reported and needs a second manager's approval
+    # before it is revoked. Empty: no watch.
+    recheck_after_days: tuple[float, ...] = (1, 7, 30)
 
     @field_validator("urgent_containment", mode="before")
     @classmethod
@@ -106,6 +122,17 @@ class Policy(BaseModel):
         if doubles:
             raise ValueError(f"escalation_managers names an employee twice: {', '.join(doubles)}")
         return tuple(ids)
+
+    @field_validator("recheck_after_days")
+    @classmethod
+    def _ordered_rechecks(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(day <= 0 or day > 366 for day in value):
+            raise ValueError(
+                "recheck_after_days must be days after completion, above 0, at most 366"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("recheck_after_days names a day twice")
+        return tuple(sorted(value))
 
     @model_validator(mode="after")
     def _escalate_after_reminding(self) -> Policy:

@@ -107,3 +107,27 @@ def apply_retention(
             },
         )
     return RetentionReport([c.id for c in cases], erased_events, files)
+
+
+def erased_with_run(engine: Engine) -> list[tuple[str, str | None]]:
+    """(case id, flow run id) of erased cases whose Prefect data is not deleted yet: a case
+    erased today, or one whose deletion in Prefect failed on an earlier day."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Case.id, Case.flow_run_id).where(
+                col(Case.status).in_(list(TERMINAL_STATUSES)),
+                Case.display_name == ERASED,
+                col(Case.flow_run_id).is_not(None),
+            )
+        ).all()
+    return [(case_id, run_id) for case_id, run_id in rows]
+
+
+def forget_run(engine: Engine, case_id: str) -> None:
+    """The case's flow run is deleted in Prefect: the case no longer names it."""
+    with Session(engine) as session:
+        case = session.get(Case, case_id)
+        if case is not None and case.display_name == ERASED:
+            case.flow_run_id = None
+            session.add(case)
+            session.commit()

@@ -83,10 +83,12 @@ def store_plan(
     grants: list[AccessGrant],
     *,
     instruction: str | None = None,
+    instruction_file: Mapping[str, str] | None = None,
 ) -> RevocationPlanRecord:
     """Store the plan as the case's next version (older pending ones are superseded),
     with its audit event, in one transaction; `instruction` is the version of the work
-    instruction the plan follows (recorded in the event)."""
+    instruction the plan follows (recorded in the event), `instruction_file` the work
+    instruction file's version label and SHA-256 when there is one (recorded with it)."""
     plan = build_plan(
         case_id=case.id,
         leaver=leaver,
@@ -123,6 +125,7 @@ def store_plan(
                 "plan_hash": record.plan_hash,
                 "steps": [step.grant.key for step in plan.steps],
                 **({"instruction": instruction} if instruction else {}),
+                **(instruction_file or {}),
             },
         )
         return record

@@ -120,7 +120,12 @@ def gather(engine: Engine, case_id: str, *, now: datetime | None = None) -> Evid
         case=case_view(case),
         trigger=trigger_of(case, events),
         plans=[
-            replace(plan_version(r, plans[r.id]), instruction=instruction_of(r, events))
+            replace(
+                plan_version(r, plans[r.id]),
+                instruction=instruction_of(r, events),
+                instruction_label=instruction_file_of(r, events)[0],
+                instruction_sha256=instruction_file_of(r, events)[1],
+            )
             for r in records
         ],
         decisions=decision_rows(decisions, events, records),
@@ -154,6 +159,17 @@ def instruction_of(record: RevocationPlanRecord, events: list[Event]) -> str:
         if event.action == "plan.created" and event.details.get("plan_hash") == record.plan_hash:
             return str(event.details.get("instruction") or "")
     return ""
+
+
+def instruction_file_of(record: RevocationPlanRecord, events: list[Event]) -> tuple[str, str]:
+    """The work instruction file's version label and SHA-256 recorded with the plan."""
+    for event in events:
+        if event.action == "plan.created" and event.details.get("plan_hash") == record.plan_hash:
+            details = event.details
+            return str(details.get("instruction_label") or ""), str(
+                details.get("instruction_sha256") or ""
+            )
+    return "", ""
 
 
 def _intake_refusals(session: Session, case: Case) -> list[AuditEvent]:

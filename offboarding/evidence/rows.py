@@ -43,6 +43,8 @@ class PlanVersion:
     steps: list[dict[str, Any]]  # RevocationPlan.rows(): describe/action_label/kind_label
     erased: bool = False  # its content was erased by the retention policy (hash kept)
     instruction: str = ""  # the work instruction's version the plan followed, when recorded
+    instruction_label: str = ""  # the work instruction file's own version label, when recorded
+    instruction_sha256: str = ""  # and the SHA-256 of that file's bytes
 
 
 @dataclass(frozen=True)

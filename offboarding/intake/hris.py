@@ -1,4 +1,5 @@
-"""The HRIS intake contract: the signed "employee terminated" event.
+"""The HRIS intake contract: the signed "employee terminated" and "termination cancelled"
+events.
 
 Header: `Offboarding-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
 Several `v1=` values may be sent (key rotation); one valid one is enough.
@@ -128,8 +129,57 @@ class TerminationEvent(BaseModel):
     )
 
 
+class EmployeeRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, max_length=100)
+
+
+class CancellationEvent(BaseModel):
+    """`employee.termination_cancelled`, as posted to `POST /hris/events`: HR withdraws the
+    employee's open offboarding (scheduled or waiting for approval; nothing revoked yet)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "evt_01J9Z7",
+                    "type": "employee.termination_cancelled",
+                    "occurred_at": "2026-11-25T10:00:00+01:00",
+                    "employee": {"id": "E1042"},
+                    "requested_by": "E0007",
+                    "reason": "Jan stays: the notice was withdrawn",
+                }
+            ]
+        },
+    )
+
+    id: str = Field(
+        min_length=1, max_length=200, description="Unique event id; resends are deduplicated."
+    )
+    type: Literal["employee.termination_cancelled"]
+    occurred_at: datetime = Field(description="ISO 8601 with offset")
+    employee: EmployeeRef
+    requested_by: str = Field(
+        min_length=1, max_length=100, description="Employee id of the person who withdraws it."
+    )
+    reason: str = Field(default="", max_length=2000, description="Shown in the mails.")
+
+
+EVENT_TYPES: dict[str, type[TerminationEvent] | type[CancellationEvent]] = {
+    "employee.terminated": TerminationEvent,
+    "employee.termination_cancelled": CancellationEvent,
+}
+HrisEvent = TerminationEvent | CancellationEvent
+
+
 class IntakeAccepted(BaseModel):
     case_id: str
     status: str
     flow_run_id: str | None = None
     scheduled_for: datetime | None = None
+    # what the event did: opened, upgraded, rescheduled, cancelled, unchanged (a resend, or
+    # nothing left to change)
+    outcome: str = "opened"

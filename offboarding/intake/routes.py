@@ -11,10 +11,10 @@ id only (no personal data). Database and directory work never runs on the event 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import anyio
@@ -25,13 +25,18 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from approvals.decisions import settle
+from approvals.rules import Verdict
 from offboarding.domain import audit
-from offboarding.domain.cases import find_by_event, find_open_case, start_time
-from offboarding.domain.models import Case, CaseStatus, as_utc
-from offboarding.intake import adapters
+from offboarding.domain.cases import case_id_for, find_by_event, latest_plan, start_time
+from offboarding.domain.models import Case, CaseStatus, PlanStatus, as_utc
+from offboarding.intake import adapters, lifecycle
 from offboarding.intake.adapters import afas, personio
 from offboarding.intake.hris import (
+    EVENT_TYPES,
     SIGNATURE_HEADER,
+    CancellationEvent,
+    HrisEvent,
     IntakeAccepted,
     SignatureError,
     TerminationEvent,
@@ -41,12 +46,6 @@ from offboarding.wiring.services import Services
 
 log = structlog.get_logger(__name__)
 MAX_EVENT_BYTES = 64 * 1024
-_CASE_NAMESPACE = uuid.UUID("5b0f6a0e-2f43-4c1c-9a55-0ff0b0a4d1e2")
-
-
-def case_id_for(event_id: str) -> str:
-    """Deterministic: the same event always names the same case."""
-    return uuid.uuid5(_CASE_NAMESPACE, event_id).hex
 
 
 class Refused(Exception):
@@ -73,6 +72,16 @@ class Stored:
     case: Case
     new: bool
     scheduled: datetime | None
+    outcome: str = "opened"
+
+    @property
+    def changed(self) -> bool:
+        """A new case, or a change to one: work for the dispatcher (answered 202)."""
+        return self.new or self.outcome in lifecycle.CHANGED
+
+    @classmethod
+    def of(cls, change: lifecycle.Change) -> Stored:
+        return cls(change.case, new=False, scheduled=change.scheduled, outcome=change.outcome)
 
 
 async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
@@ -89,14 +98,28 @@ async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
     return bytes(body)
 
 
-def parse_event(body: bytes) -> TerminationEvent:
+def parse_event(body: bytes) -> HrisEvent:
     """Validate an authenticated body; a refusal names the fields, never echoes values."""
     try:
-        return TerminationEvent.model_validate_json(body)
+        kind = json.loads(body).get("type")
+    except (ValueError, AttributeError):
+        kind = None  # not a JSON object: the model says so below
+    if isinstance(kind, str) and kind not in EVENT_TYPES:
+        wrong_type: dict[str, Any] = {
+            "type": "literal_error",
+            "loc": ("body", "type"),
+            "msg": f"Input should be one of: {', '.join(EVENT_TYPES)}",
+        }
+        raise Refused(422, "malformed", [wrong_type], event_id=_event_id_of(body))
+    model: type[TerminationEvent] | type[CancellationEvent] = TerminationEvent
+    if isinstance(kind, str):
+        model = EVENT_TYPES[kind]
+    try:
+        return model.model_validate_json(body)
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False, include_context=False)
-        for problem in problems:
-            problem["loc"] = ("body", *problem["loc"])
+        for found in problems:
+            found["loc"] = ("body", *found["loc"])
         raise Refused(422, "malformed", problems, event_id=_event_id_of(body)) from exc
 
 
@@ -123,13 +146,18 @@ def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:
     )
 
 
-def store_case(services: Services, event: TerminationEvent) -> Stored:
-    """The case and its audit event in one short transaction (runs in a worker thread)."""
+def store_case(services: Services, event: HrisEvent) -> Stored:
+    """The event's effect and its audit event in one short transaction (a worker thread):
+    a new case; or, for an employee whose case is open, an urgent upgrade, a new last
+    working day, or a cancellation (`offboarding.intake.lifecycle`)."""
     engine, settings = services.engine, services.settings
     with Session(engine, expire_on_commit=False) as session:
-        existing = find_by_event(session, event.id)
+        existing = find_by_event(session, event.id, as_utc(event.occurred_at))
+        earlier = lifecycle.seen(session, event.id)
     if existing is not None:
-        return Stored(existing, new=False, scheduled=None)
+        return Stored(existing, new=False, scheduled=None, outcome="unchanged")
+    if earlier is not None:
+        return Stored.of(earlier)
     for employee_id, role in ((event.employee.id, "employee"), (event.requested_by, "requester")):
         if services.people.find_person(employee_id) is None:
             raise Refused(
@@ -139,6 +167,10 @@ def store_case(services: Services, event: TerminationEvent) -> Stored:
                 "not found in the people directory",
                 event_id=event.id,
             )
+    if isinstance(event, CancellationEvent):
+        return _in_transaction(
+            services, event, lambda s: lifecycle.cancel(s, event, decided=decided(services))
+        )
     scheduled = start_time(
         last_working_day=event.last_working_day,
         urgent=event.urgent,
@@ -148,25 +180,22 @@ def store_case(services: Services, event: TerminationEvent) -> Stored:
     )
 
     def open_case(session: Session) -> Stored:
-        again = find_by_event(session, event.id)
+        again = find_by_event(session, event.id, as_utc(event.occurred_at))
         if again is not None:
-            return Stored(again, new=False, scheduled=None)
-        open_case = find_open_case(session, event.employee.id)
-        if open_case is not None and open_case.event_id == event.id:
-            # a copy of this event committed between the two reads (PostgreSQL reads
-            # committed data per statement): it is the same case, not a conflict
-            return Stored(open_case, new=False, scheduled=None)
+            return Stored(again, new=False, scheduled=None, outcome="unchanged")
+        earlier = lifecycle.seen(session, event.id)
+        if earlier is not None:
+            return Stored.of(earlier)
+        open_case = lifecycle.locked_open_case(session, event.employee.id)
         if open_case is not None:
-            raise Refused(
-                409,
-                "case_open",
-                f"an offboarding case for {event.employee.id} is already open: "
-                f"{open_case.id} ({open_case.status.value}); nothing was created",
-                event_id=event.id,
-                case_id=open_case.id,
+            change = lifecycle.change_open_case(
+                session, open_case, event, zone=settings.zone, end_of_day=settings.end_of_day
             )
+            return Stored.of(change)
         case = new_case(event, scheduled=scheduled is not None)
-        case.id = case_id_for(event.id)
+        # a rehire whose HR system reuses the event id of an earlier (closed) case
+        reused = session.get(Case, case_id_for(event.id)) is not None
+        case.id = case_id_for(event.id, as_utc(event.occurred_at) if reused else None)
         session.add(case)
         session.flush()  # a racing copy of this event (or employee) fails here, and retries
         audit.append(
@@ -184,7 +213,45 @@ def store_case(services: Services, event: TerminationEvent) -> Stored:
         )
         return Stored(case, new=True, scheduled=scheduled)
 
-    return audit.in_transaction(engine, open_case)
+    return _in_transaction(services, event, open_case)
+
+
+def _in_transaction(services: Services, event: HrisEvent, work: Callable[[Session], Any]) -> Stored:
+    """`work` in the intake's transaction; a lifecycle conflict is a refusal (nothing kept)."""
+
+    def run(session: Session) -> Stored:
+        found = work(session)
+        return Stored.of(found) if isinstance(found, lifecycle.Change) else found
+
+    try:
+        result: Stored = audit.in_transaction(services.engine, run)
+    except lifecycle.Conflict as conflict:
+        raise Refused(
+            conflict.status,
+            conflict.reason,
+            conflict.detail,
+            event_id=event.id,
+            case_id=conflict.case_id,
+        ) from conflict
+    return result
+
+
+def decided(services: Services) -> Callable[[Case], str | None]:
+    """The verdict the recorded approvals already reached on the case's plan, if any (the
+    same decision function the approval page and the flow ask)."""
+
+    def verdict_of(case: Case) -> str | None:
+        record = latest_plan(services.engine, case.id)
+        if record is None:
+            return None
+        if record.status == PlanStatus.APPROVED:
+            return Verdict.APPROVED.value
+        if record.status != PlanStatus.PENDING:
+            return None
+        found = settle(services, case, record).verdict
+        return None if found == Verdict.PENDING else found.value
+
+    return verdict_of
 
 
 def record_refusal(services: Services, refusal: Refused, actor: str = "hris") -> None:
@@ -263,10 +330,12 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
         except Refused as refusal:
             await in_thread(record_refusal, services, refusal)
             log.info("intake refused", reason=refusal.reason, event_id=refusal.event_id)
-            return JSONResponse(status_code=refusal.status, content={"detail": refusal.detail})
-        if stored.new:
+            return problem(refusal)
+        if stored.changed:
             wake_dispatcher()
-            log.info("case opened", case_id=stored.case.id, employee_id=event.employee.id)
+            log.info(
+                f"case {stored.outcome}", case_id=stored.case.id, employee_id=event.employee.id
+            )
         return accepted(stored)
 
     vendor_routes(router, services, in_thread=in_thread, wake_dispatcher=wake_dispatcher)
@@ -374,10 +443,10 @@ def vendor_routes(
             except Refused as refusal:
                 await in_thread(record_refusal, services, refusal, actor)
                 log.info("intake refused", vendor=adapter.name, reason=refusal.reason)
-                return JSONResponse(status_code=refusal.status, content={"detail": refusal.detail})
-            if stored.new:
+                return problem(refusal)
+            if stored.changed:
                 wake_dispatcher()
-                log.info("case opened", case_id=stored.case.id, vendor=adapter.name)
+                log.info(f"case {stored.outcome}", case_id=stored.case.id, vendor=adapter.name)
             return accepted(stored)
 
         return receive
@@ -404,6 +473,23 @@ def vendor_routes(
         )
 
 
+def problem(refusal: Refused) -> JSONResponse:
+    """A refusal as RFC 9457 problem details; `detail` is the message (for a malformed body
+    the list of fields, each with its location), `reason` the audited reason code."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(refusal.status).phrase,
+        "status": refusal.status,
+        "detail": refusal.detail,
+        "reason": refusal.reason,
+    }
+    if refusal.case_id is not None:
+        body["case_id"] = refusal.case_id
+    return JSONResponse(
+        status_code=refusal.status, content=body, media_type="application/problem+json"
+    )
+
+
 def accepted(stored: Stored) -> JSONResponse:
     case = stored.case
     body = IntakeAccepted(
@@ -411,9 +497,10 @@ def accepted(stored: Stored) -> JSONResponse:
         status=case.status.value,
         flow_run_id=case.flow_run_id,
         scheduled_for=stored.scheduled,
+        outcome=stored.outcome,
     )
     return JSONResponse(
-        status_code=202 if stored.new else 200, content=body.model_dump(mode="json")
+        status_code=202 if stored.changed else 200, content=body.model_dump(mode="json")
     )
 
 

@@ -53,6 +53,7 @@ from offboarding.domain.models import (
 )
 from offboarding.domain.plan import RevocationPlan
 from offboarding.notification import notify
+from offboarding.orchestration.lifecycle import CaseLifecycle
 from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
 from offboarding.wiring.services import Services
 
@@ -67,6 +68,7 @@ class Dispatcher:
     def __init__(self, services: Services, gateway: RunGateway) -> None:
         self.services = services
         self.gateway = gateway
+        self.lifecycle = CaseLifecycle(services, gateway)  # upgrades, start times, cancellations
         self.interval = services.settings.dispatch_interval_seconds
         self.limiter = anyio.CapacityLimiter(services.settings.db_concurrency)
         self._wake = asyncio.Event()
@@ -100,6 +102,7 @@ class Dispatcher:
         runs = await self._open_runs()
         if runs is None:
             return  # Prefect unreachable: nothing to compare against this time
+        await self.lifecycle.follow(runs)
         await self.deliver_decisions(runs)
         await self.recover(runs)
         await self.follow_attestations(runs)

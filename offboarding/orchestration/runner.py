@@ -1,4 +1,5 @@
-"""Serve the flow deployments (the embedded default: no separate worker needed).
+"""Serve the flow deployments (the embedded default: no separate worker needed), or, in
+production mode, register them with a Prefect process work pool whose workers run them.
 
 The deployments carry this installation's instance name (settings.instance), so several
 installations can share one Prefect server without running each other's cases.
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect.client.orchestration import PrefectClient
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound
 from prefect.flows import Flow
 from prefect.runner import Runner
 from prefect.schedules import Cron
@@ -79,6 +82,105 @@ def served_deployments(instance: str, path: Path | None = None) -> list[RunnerDe
         assert not inspect.isawaitable(deployment)  # called outside an event loop: synchronous
         built.append(deployment)
     return built
+
+
+# -- production mode: the same deployments, run by the workers of a process work pool ------
+
+
+def work_pool_name(path: Path | None = None) -> str:
+    """The work pool prefect.yaml puts every deployment in (one pool for all of them)."""
+    spec = yaml.safe_load((path or deployments_file()).read_text())
+    names = {entry["work_pool"]["name"] for entry in spec["deployments"]}
+    if len(names) != 1:
+        raise ValueError(f"prefect.yaml: every deployment must use one work pool, not {names}")
+    return names.pop()
+
+
+async def prepare_work_pool(client: PrefectClient, name: str, concurrency_limit: int) -> None:
+    """Create the process work pool if it is missing; set its concurrency limit (how many
+    flow-run processes all its workers together run at once)."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.workers.process import ProcessWorker
+
+    try:
+        pool = await client.read_work_pool(name)
+    except ObjectNotFound:
+        await client.create_work_pool(
+            WorkPoolCreate(
+                name=name,
+                type=ProcessWorker.type,
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+                concurrency_limit=concurrency_limit,
+            )
+        )
+        return
+    if pool.type != ProcessWorker.type:
+        raise RuntimeError(
+            f"the Prefect work pool {name!r} exists with type {pool.type!r}; production mode "
+            "needs a process pool: delete it (prefect work-pool delete) or use another server"
+        )
+    if pool.concurrency_limit != concurrency_limit:
+        await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+
+
+async def register_with_pool(
+    client: PrefectClient,
+    deployments: list[RunnerDeployment],
+    *,
+    root: Path,
+    path: Path | None = None,
+) -> list[str]:
+    """Create (or update) this installation's deployments on the work pool, as
+    `prefect deploy --all` does from prefect.yaml: same names, entrypoints, schedules, job
+    variables, and a pull step that makes the project directory the flow run's working
+    directory (so the entrypoints import). `deployments`: `served_deployments(...)`, built
+    outside the event loop. Returns "flow/deployment" names."""
+    spec = yaml.safe_load((path or deployments_file()).read_text())
+    registered: list[str] = []
+    for entry, deployment in zip(spec["deployments"], deployments, strict=True):
+        pool = entry["work_pool"]
+        if deployment.flow_name is None:  # to_deployment names it; a hand-made one may not
+            raise ValueError(f"deployment {deployment.name!r} names no flow")
+        flow_id = await client.create_flow_from_name(deployment.flow_name)
+        await client.create_deployment(
+            flow_id=flow_id,
+            name=deployment.name,
+            description=deployment.description,
+            tags=deployment.tags,
+            schedules=deployment._schedules_with_serialized_block_parameters(),  # type: ignore[arg-type]
+            entrypoint=entry["entrypoint"],
+            work_pool_name=pool["name"],
+            work_queue_name=pool.get("work_queue_name"),
+            job_variables=pool.get("job_variables") or {},
+            pull_steps=[
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}
+            ],
+            parameter_openapi_schema=deployment._parameter_openapi_schema.model_dump(
+                exclude_unset=True
+            ),
+            enforce_parameter_schema=deployment.enforce_parameter_schema,
+        )
+        registered.append(f"{deployment.flow_name}/{deployment.name}")
+    return registered
+
+
+def prepare_production(api_url: str, instance: str, concurrency_limit: int) -> str:
+    """The work pool ready and this installation's deployments on it; returns the pool's name."""
+    name = work_pool_name()
+    deployments = served_deployments(instance)
+
+    async def prepare() -> None:
+        async with PrefectClient(api_url) as client:
+            await prepare_work_pool(client, name, concurrency_limit)
+            await register_with_pool(client, deployments, root=project_root())
+
+    asyncio.run(prepare())
+    return name
+
+
+def project_root() -> Path:
+    """The directory holding prefect.yaml and `flows/`: a flow run's working directory."""
+    return deployments_file().parent
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The service's side of Prefect: start a case's flow run, resume it with a decision."""
+"""The service's side of Prefect: start a case's flow run, resume it with a decision, move
+its scheduled start, cancel it."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from uuid import UUID
 import structlog
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.deployments.flow_runs import arun_deployment
-from prefect.states import Scheduled
+from prefect.states import Cancelled, Cancelling, Scheduled
+
+from offboarding.domain.cases import case_id_for
 
 log = structlog.get_logger(__name__)
+_LIVE = (StateType.RUNNING, StateType.PENDING)
 
 
 class OrchestratorUnavailable(Exception):
@@ -36,12 +40,16 @@ class RunGateway:
         scheduled_time: datetime | None,
         urgent: bool = False,
     ) -> str:
-        """Create the run; the event id is the idempotency key, so a resend returns the same run."""
+        """Create the run; the event id is the idempotency key, so a resend returns the same run
+        (a rehire's later case under an HR system's reused event id has a key of its own)."""
+        key = f"hris-event:{event_id}"
+        if case_id != case_id_for(event_id):
+            key = f"hris-event:{event_id}:case:{case_id}"
         try:
             flow_run = await arun_deployment(
                 name=self.deployment,
                 parameters={"request": {"case_id": case_id}},
-                idempotency_key=f"hris-event:{event_id}",
+                idempotency_key=key,
                 flow_run_name=run_name,
                 scheduled_time=scheduled_time,
                 timeout=0,
@@ -79,6 +87,31 @@ class RunGateway:
                 )
         except Exception as exc:
             raise OrchestratorUnavailable(f"could not reschedule {flow_run_id}: {exc}") from exc
+
+    async def move_start(self, flow_run_id: str, when: datetime, why: str) -> None:
+        """A scheduled run starts at `when` instead (the state history keeps the why)."""
+        try:
+            async with get_client() as client:
+                await client.set_flow_run_state(
+                    UUID(flow_run_id),
+                    Scheduled(scheduled_time=when, message=why[:500]),
+                    force=True,
+                )
+        except Exception as exc:
+            raise OrchestratorUnavailable(f"could not reschedule {flow_run_id}: {exc}") from exc
+
+    async def cancel(self, flow_run_id: str, run: FlowRun | None, why: str) -> None:
+        """Cancel the run: a scheduled or paused one at once (no process holds it), a running
+        one through its runner (Cancelling)."""
+        running = run is not None and run.state is not None and run.state.type in _LIVE
+        state: State[Any] = (
+            Cancelling(message=why[:500]) if running else Cancelled(message=why[:500])
+        )
+        try:
+            async with get_client() as client:
+                await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
+        except Exception as exc:
+            raise OrchestratorUnavailable(f"could not cancel {flow_run_id}: {exc}") from exc
 
     async def resume(
         self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 5.0

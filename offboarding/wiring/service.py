@@ -1,4 +1,10 @@
-"""Run the whole service on embedded defaults: Prefect server, flow runner, web app.
+"""Run the whole service: Prefect server, flow runner, web app.
+
+On embedded defaults the flows are served by one supervised runner (`serve`). In production
+mode (`offboarding up --production`) the service and Prefect keep their data in PostgreSQL,
+and the flows run on the workers of a Prefect `process` work pool: `workers` of them
+started here, more joining from other machines (`offboarding worker`); the pool's
+concurrency limit bounds the flow-run processes, however many leavers arrive.
 
 Before anything starts, the ports must be free and the data dir not in use by another
 service; the Prefect server that answers must be the one started here; the runner is
@@ -15,6 +21,7 @@ import contextvars
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +57,8 @@ def settings_as_env(settings: Settings) -> dict[str, str]:
     for name, value in settings:
         if value is None:
             continue
+        if name == "policy" and settings.work_instruction is not None:
+            continue  # the work instruction file is the policy: children read it themselves
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
         elif hasattr(value, "model_dump"):
@@ -74,24 +83,87 @@ def _reveal(value: Any) -> Any:
     return value
 
 
-def prefect_env(home: Path, api_port: int, *, own_database: bool = False) -> dict[str, str]:
+def prefect_env(
+    home: Path,
+    api_port: int,
+    *,
+    own_database: bool = False,
+    database_url: str | None = None,
+    api_host: str = "127.0.0.1",
+) -> dict[str, str]:
     """Settings for the embedded Prefect server and its clients.
 
-    Its database is SQLite in the data dir unless PREFECT_SERVER_DATABASE_CONNECTION_URL
-    names another; `own_database` (the demo) always uses its own SQLite.
+    Its database is `database_url`, else SQLite in the data dir unless
+    PREFECT_SERVER_DATABASE_CONNECTION_URL names another; `own_database` (the demo) always
+    uses its own SQLite.
     """
     prefect_home = (home / "prefect").resolve()
     sqlite = f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+    if own_database:
+        database = sqlite
+    else:
+        database = database_url or os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", sqlite)
     return {
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{api_port}/api",
+        "PREFECT_API_URL": f"http://{api_host}:{api_port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_EXTRA_LOGGERS": EXTRA_LOGGERS,
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": sqlite
-        if own_database
-        else os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL", sqlite),
+        # a worker asks for scheduled runs this often (Prefect's default: every 10 s)
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
     }
+
+
+def production_problem(settings: Settings, *, prefect_database: bool = True) -> str | None:
+    """Why production mode cannot run on these settings, in one line naming the setting to
+    change; None when it can. A worker (`prefect_database=False`) needs no Prefect database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    def backend(url: str) -> str:
+        try:
+            return make_url(url).get_backend_name()
+        except ArgumentError:
+            return "unparsable"
+
+    if not settings.database_url or backend(settings.database_url) != "postgresql":
+        found = "unset (SQLite in the data dir)" if not settings.database_url else "not PostgreSQL"
+        return (
+            f"--production needs PostgreSQL for the service: database_url "
+            f"(OFFBOARDING_DATABASE_URL) is {found}; set it to postgresql://..."
+        )
+    if prefect_database and backend(settings.resolved_prefect_database_url) != "postgresql":
+        found = "unset (SQLite)" if not settings.prefect_database_url else "not PostgreSQL"
+        return (
+            f"--production needs PostgreSQL for Prefect: prefect_database_url "
+            f"(OFFBOARDING_PREFECT_DATABASE_URL) is {found}; set it to postgresql://..."
+        )
+    return None
+
+
+def worker_command(pool: str, name: str) -> list[str]:
+    """One Prefect process worker for the pool (it starts a process per flow run)."""
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        name,
+        "--install-policy",
+        "never",  # the process worker ships with Prefect: never prompt
+    ]
+
+
+def worker_name(instance: str, number: int) -> str:
+    """Unique per machine and worker: Prefect tells a pool's workers apart by name."""
+    return f"{instance}-{socket.gethostname()}-{number}"
 
 
 @dataclass
@@ -99,6 +171,8 @@ class RunningService:
     settings: Settings
     api_port: int
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # production mode
+    work_pool: str | None = None  # production mode: the pool whose workers run the flows
     supervisor: RunnerSupervisor | None = None
     web_thread: threading.Thread | None = None
     web_server: Any = None
@@ -169,11 +243,12 @@ def _lock_data_dir(home: Path) -> IO[str]:
 
 
 def _spawn(
-    args: list[str], env: dict[str, str], log_file: IO[bytes] | None
+    args: list[str], env: dict[str, str], log_file: IO[bytes] | None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603 - fixed argument lists
         args,
         env=env,
+        cwd=cwd,
         stdout=log_file,
         stderr=subprocess.STDOUT if log_file else None,
         stdin=subprocess.DEVNULL,
@@ -183,10 +258,15 @@ def _spawn(
 
 
 def _wait_for_prefect_server(
-    api_url: str, *, process: subprocess.Popen[bytes], prefect_home: Path, log: Path
+    api_url: str,
+    *,
+    process: subprocess.Popen[bytes],
+    prefect_home: Path,
+    log: Path,
+    timeout: float = 90,
 ) -> None:
     """Wait until the server we started answers, and make sure it is ours that answers."""
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise RuntimeError(
@@ -197,7 +277,10 @@ def _wait_for_prefect_server(
             if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
                 break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the Prefect server did not become ready within 90 s ({api_url})")
+            raise RuntimeError(
+                f"the Prefect server did not become ready within {timeout:.0f} s ({api_url}); "
+                f"see {log}"
+            )
         time.sleep(0.3)
     # Another server that took the port first answers health too: ours keeps its data in
     # our data dir, and is still alive.
@@ -240,20 +323,31 @@ def run_service(
     api_port: int | None = None,
     quiet: bool = False,
     extra_env: dict[str, str] | None = None,
+    production: bool = False,
 ) -> Iterator[RunningService]:
     """Start Prefect server, runner (supervised) and web app; stop all of them on exit.
 
-    Refuses to start (RuntimeError, one line saying what to change) when a port is taken
-    or another service uses the same data dir.
+    `production`: PostgreSQL for both databases, and `settings.workers` process workers of
+    the work pool instead of the runner.
+
+    Refuses to start (RuntimeError, one line saying what to change) when a port is taken,
+    another service uses the same data dir, or production mode lacks PostgreSQL.
     """
     import uvicorn
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from offboarding.orchestration.supervisor import RunnerSupervisor
+    from offboarding.orchestration.prefect_retention import vacuum_environment
 
+    if production and (problem := production_problem(settings)):
+        raise RuntimeError(problem)
     settings.home.mkdir(parents=True, exist_ok=True)
     api_port = api_port or settings.prefect_port
-    env_prefect = prefect_env(settings.home, api_port, own_database=settings.env == "demo")
+    env_prefect = prefect_env(
+        settings.home,
+        api_port,
+        own_database=settings.env == "demo",
+        database_url=settings.resolved_prefect_database_url,
+    )
     # Children see exactly this process's settings: no OFFBOARDING_* from the outer
     # environment and no config file, only the effective values (None stays unset).
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("OFFBOARDING_")}
@@ -283,11 +377,12 @@ def run_service(
                 "server",
                 "start",
                 "--host",
-                "127.0.0.1",
+                settings.prefect_host,
                 "--port",
                 str(api_port),
             ],
-            child_env,
+            # retention: Prefect deletes old runs and the logs of runs the service deleted
+            {**vacuum_environment(settings.retention_days), **child_env},
             server_log,
         )
         running.processes.append(server)
@@ -296,28 +391,22 @@ def run_service(
             process=server,
             prefect_home=Path(env_prefect["PREFECT_HOME"]),
             log=logs_dir / "prefect-server.log",
+            # on a new PostgreSQL database, Prefect first runs its migrations: minutes on a
+            # busy machine
+            timeout=90
+            if "sqlite" in env_prefect["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+            else 300,
         )
-        runner_log = stack.enter_context(open(logs_dir / "runner.log", "ab")) if quiet else None
-        running.supervisor = RunnerSupervisor(
-            spawn=lambda extra: _spawn(
-                [sys.executable, "-m", "offboarding.orchestration.runner"],
-                {**child_env, **extra},
-                runner_log,
-            ),
-            api_url=running.api_url,
-            deployments=[
-                settings.deployment,
-                settings.retention_deployment,
-                settings.oversight_deployment,
-            ],
-            pidfile=settings.home / "run" / "runner.pid",
-        )
-        running.supervisor.start()
+        if production:
+            _start_workers(running, child_env, logs_dir, stack, quiet=quiet)
+        else:
+            _start_runner(running, child_env, logs_dir, stack, quiet=quiet)
 
         from offboarding.wiring.services import build_services
         from offboarding.wiring.web import create_app
 
-        app = create_app(build_services(settings))
+        # migrated above: neither the web app nor any flow run does schema work
+        app = create_app(build_services(settings, migrate=False))
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
         )
@@ -338,3 +427,65 @@ def run_service(
     finally:
         running.stop()
         stack.close()
+
+
+def _start_runner(
+    running: RunningService,
+    child_env: dict[str, str],
+    logs_dir: Path,
+    stack: contextlib.ExitStack,
+    *,
+    quiet: bool,
+) -> None:
+    """The embedded default: one supervised runner serves every deployment."""
+    from offboarding.orchestration.supervisor import RunnerSupervisor
+
+    settings = running.settings
+    runner_log = stack.enter_context(open(logs_dir / "runner.log", "ab")) if quiet else None
+    running.supervisor = RunnerSupervisor(
+        spawn=lambda extra: _spawn(
+            [sys.executable, "-m", "offboarding.orchestration.runner"],
+            {**child_env, **extra},
+            runner_log,
+        ),
+        api_url=running.api_url,
+        deployments=[
+            settings.deployment,
+            settings.retention_deployment,
+            settings.oversight_deployment,
+        ],
+        pidfile=settings.home / "run" / "runner.pid",
+    )
+    running.supervisor.start()
+
+
+def _start_workers(
+    running: RunningService,
+    child_env: dict[str, str],
+    logs_dir: Path,
+    stack: contextlib.ExitStack,
+    *,
+    quiet: bool,
+) -> None:
+    """Production mode: the work pool (created if missing, its concurrency limit set), this
+    installation's deployments on it, and `settings.workers` process workers. A worker
+    starts each flow run as a process in the project directory (the deployments' pull step),
+    with the environment it has: the same settings as this process."""
+    from offboarding.orchestration.runner import prepare_production, project_root
+
+    settings = running.settings
+    running.work_pool = prepare_production(
+        running.api_url, settings.instance, settings.work_pool_concurrency
+    )
+    for number in range(1, settings.workers + 1):
+        worker_log = (
+            stack.enter_context(open(logs_dir / f"worker-{number}.log", "ab")) if quiet else None
+        )
+        worker = _spawn(
+            worker_command(running.work_pool, worker_name(settings.instance, number)),
+            child_env,
+            worker_log,
+            cwd=project_root(),
+        )
+        running.workers.append(worker)
+        running.processes.append(worker)  # stopped before the server (reversed order)

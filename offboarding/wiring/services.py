@@ -9,6 +9,7 @@ import jinja2
 from sqlalchemy.engine import Engine
 
 from approvals.attestations import LINK_DAYS
+from approvals.deputies import DeputyLinkSigner
 from approvals.rules import FourEyesPolicy
 from approvals.tokens import AttestationSigner, DecisionSigner, LinkSigner
 from connectors import manual
@@ -33,6 +34,7 @@ class Services:
     decisions: DecisionSigner
     attestations: AttestationSigner
     policy: FourEyesPolicy = field(default_factory=FourEyesPolicy)
+    deputy_links: DeputyLinkSigner | None = None  # the pages where a manager names a deputy
 
     @property
     def rules(self) -> Policy:
@@ -91,5 +93,6 @@ def build_services(
         links=LinkSigner(key, ttl=timedelta(hours=settings.approval_ttl_hours)),
         decisions=DecisionSigner(key),
         attestations=AttestationSigner(key, ttl=timedelta(days=LINK_DAYS)),
-        policy=FourEyesPolicy(required_approvals=settings.policy.required_approvals),
+        policy=FourEyesPolicy.from_policy(settings.policy),
+        deputy_links=DeputyLinkSigner(key),
     )

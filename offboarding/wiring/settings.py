@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +29,8 @@ from pydantic_settings import (
 from connectors.config import resolve_sources
 from connectors.registry import secret_settings
 from offboarding.domain.policy import Policy
+from offboarding.workinstruction.file import WorkInstructionFile
+from offboarding.workinstruction.file import load as load_work_instruction
 
 DEV_HRIS_SECRET = "dev-only-hris-secret-change-me"  # noqa: S105 - refused outside development
 DEV_SIGNING_KEY = "dev-only-signing-key-change-me"
@@ -78,6 +88,14 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str | None = None  # base of links in emails; default http://host:port
     prefect_port: int = 4200
+    # Production mode (`offboarding up --production`, `offboarding worker`): Prefect's own
+    # database (default: SQLite in the data dir, or PREFECT_SERVER_DATABASE_CONNECTION_URL),
+    # the address its server listens on (workers on other machines need to reach it), the
+    # worker processes `up` starts, and how many flow runs the work pool runs at once.
+    prefect_database_url: str | None = None
+    prefect_host: str = "127.0.0.1"
+    workers: int = Field(default=1, ge=0, le=32)
+    work_pool_concurrency: int = Field(default=4, ge=1, le=1000)
 
     hris_secret: SecretStr = SecretStr(DEV_HRIS_SECRET)
     hris_previous_secret: SecretStr | None = None  # accepted too, during key rotation
@@ -105,6 +123,11 @@ class Settings(BaseSettings):
     # The organisation's choices the work instruction leaves open (`[policy]`): containment
     # on instant dismissal, approvals needed, step order, disable or delete per system.
     policy: Policy = Policy()
+    # The work instruction file (YAML; relative to the config file's directory) that is the
+    # policy instead of `[policy]`: see workinstruction.example.yaml. It also decides
+    # approval_ttl_hours, retention_days, end_of_day and people.connector when it states them.
+    work_instruction: Path | None = None
+    _work_instruction: WorkInstructionFile | None = PrivateAttr(default=None)
     retry_delays_seconds: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0])
     # Database work the web app does at once (worker threads; also the PostgreSQL pool size).
     db_concurrency: int = Field(default=16, ge=1, le=200)
@@ -153,6 +176,62 @@ class Settings(BaseSettings):
                 raise ValueError(f"two connectors are named {config['name']!r}; names must differ")
             names.add(config["name"])
         return value
+
+    @field_validator("work_instruction")
+    @classmethod
+    def _valid_work_instruction(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """The file, found next to the config file, valid and naming configured connectors;
+        its problems are plain `FILE:LINE: field: message` lines."""
+        if value is None:
+            return None
+        path = value if value.is_absolute() else config_file().resolve().parent / value
+        connectors = info.data.get("connectors")
+        names = [c["name"] for c in connectors] if isinstance(connectors, list) else None
+        load_work_instruction(path, connectors=names)  # InvalidWorkInstruction is a ValueError
+        return path
+
+    @model_validator(mode="after")
+    def _work_instruction_is_the_policy(self) -> Settings:
+        """With a work instruction file, the policy and the settings it decides come from it;
+        the same choice made elsewhere too would leave two truths, so that is refused."""
+        if self.work_instruction is None:
+            return self
+        if "policy" in self.model_fields_set:
+            raise ValueError(
+                f"[policy] and work_instruction ({self.work_instruction.name}) are both set: "
+                "the work instruction file is the policy; remove [policy] (and a top-level "
+                "urgent_containment) from the configuration"
+            )
+        names = [c["name"] for c in self.connectors]
+        loaded = load_work_instruction(self.work_instruction, connectors=names)
+        current = {
+            "approval_ttl_hours": self.approval_ttl_hours,
+            "retention_days": self.retention_days,
+            "end_of_day": self.end_of_day,
+            "people_connector": self.people.connector,
+        }
+        given = {"approval_ttl_hours", "retention_days", "end_of_day"} & self.model_fields_set
+        given |= {"people_connector"} if "people" in self.model_fields_set else set()
+        for name, value in loaded.settings.items():
+            if name in given and current[name] != value:
+                raise ValueError(
+                    f"{name.replace('_', '.', 1) if name.startswith('people') else name} is "
+                    f"{current[name]!r} here but {value!r} in the work instruction "
+                    f"{self.work_instruction.name}: set it in one place"
+                )
+        self.policy = loaded.policy
+        self.approval_ttl_hours = loaded.settings["approval_ttl_hours"]
+        self.retention_days = loaded.settings["retention_days"]
+        self.end_of_day = loaded.settings.get("end_of_day", self.end_of_day)
+        if "people_connector" in loaded.settings:
+            self.people = PeopleSettings(connector=loaded.settings["people_connector"])
+        self._work_instruction = loaded
+        return self
+
+    @property
+    def work_instruction_file(self) -> WorkInstructionFile | None:
+        """The work instruction file as loaded with these settings (its version and hash)."""
+        return self._work_instruction
 
     @model_validator(mode="after")
     def _policy_reaches_connectors(self) -> Settings:
@@ -235,6 +314,17 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'offboarding.db').resolve()}"
+
+    @property
+    def resolved_prefect_database_url(self) -> str:
+        """Prefect's database URL (async driver), as its server needs it."""
+        url = self.prefect_database_url or os.environ.get(
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+            f"sqlite+aiosqlite:///{(self.home / 'prefect' / 'prefect.db').resolve()}",
+        )
+        if url.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
 
     @property
     def base_url(self) -> str:

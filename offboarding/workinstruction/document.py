@@ -9,6 +9,9 @@ another action than a plan would hold.
 
 Its `version` is a short SHA-256 over the canonical JSON of exactly that input (never a
 secret, a host or a URL): the same configuration always gives the same version, on any day.
+With a work instruction file (`work_instruction`, see `file.py`) the policy is that file:
+the document then carries the file's own version label and the SHA-256 of its bytes (what
+each plan records), its title and owner, and lists the systems in the file's order.
 """
 
 from __future__ import annotations
@@ -98,6 +101,14 @@ class WorkInstruction:
     end_of_day: str
     retry_delays_seconds: tuple[float, ...]
     recovery_delays_seconds: tuple[float, ...]
+    remind_after_hours: float = 24
+    escalate_after_hours: float = 48
+    escalation_managers: tuple[str, ...] = ()
+    recheck_after_days: tuple[float, ...] = ()
+    # From the work instruction file, when there is one (else the configuration's hash).
+    source: str = ""  # the file's name
+    title: str = ""
+    owner: str = ""
 
     @property
     def assignees(self) -> tuple[str, ...]:
@@ -246,16 +257,24 @@ def build(
     is named with its problem in its section, the rest is still described."""
     policy = settings.policy
     full = fingerprint(settings)
+    loaded = settings.work_instruction_file
+    connectors = list(settings.connectors)
+    if loaded is not None:  # the file's order of systems
+        order = [system.connector for system in loaded.spec.systems]
+        connectors.sort(key=lambda c: order.index(c["name"]) if c["name"] in order else len(order))
     return WorkInstruction(
-        version=full[:VERSION_LENGTH],
-        fingerprint=full,
+        version=loaded.version if loaded else full[:VERSION_LENGTH],
+        fingerprint=loaded.sha256 if loaded else full,
+        source=loaded.path.name if loaded else "",
+        title=loaded.spec.title if loaded else "",
+        owner=loaded.spec.owner if loaded else "",
         issued=issued,
         required_approvals=policy.required_approvals,
         eligible_from=settings.people.connector,
         managers=_manager_settings(settings),
         urgent_containment=tuple(e for e in policy.effect_order if e in policy.urgent_containment),
         effect_order=policy.effect_order,
-        systems=tuple(_system(c, settings, capabilities_of) for c in settings.connectors),
+        systems=tuple(_system(c, settings, capabilities_of) for c in connectors),
         manual_steps=tuple(
             ManualTask(s.id, s.text, s.text_nl, s.assignee, s.effect) for s in policy.manual_steps
         ),
@@ -267,4 +286,8 @@ def build(
         end_of_day=settings.end_of_day,
         retry_delays_seconds=tuple(settings.retry_delays_seconds),
         recovery_delays_seconds=tuple(settings.recovery_delays_seconds),
+        remind_after_hours=policy.remind_after_hours,
+        escalate_after_hours=policy.escalate_after_hours,
+        escalation_managers=policy.escalation_managers,
+        recheck_after_days=policy.recheck_after_days,
     )

@@ -175,6 +175,31 @@ def email_context(name: str, **overrides: Any) -> dict[str, Any]:
             "reason": "Zoë blijft tot maart.\nZie het bericht van HR.",
             "decided_at": "2025-01-30 10:12",
         },
+        "access_found_again": {
+            "recipient": {"display_name": "Mieke Jansen"},
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "day": "7",
+            "checked_at": "2025-02-07 09:15 CET",
+            "found": [
+                {
+                    "connector": "directory",
+                    "kind": "group",
+                    "label": "Lid van Finance",
+                    "target": "cn=finance,ou=groups,dc=example,dc=nl",
+                }
+            ],
+            "follow_up": {"case_id": "c-2025-0077", "problem": ""},
+        },
+        "case_cancelled": {
+            "recipient": {"display_name": "Jeroen Bakker"},
+            "leaver": leaver(),
+            "case_id": "c-2025-0042",
+            "cancelled_by": requester,
+            "reason": "Zoë blijft toch.\nHet ontslag is ingetrokken.",
+            "cancelled_at": "2025-01-30 10:12 CET",
+            "contained": ["Aanmelden bij LDAP"],
+        },
         "needs_attention": {
             "recipient": {"display_name": "Mieke Jansen"},
             "leaver": leaver(),
@@ -219,6 +244,8 @@ def page_context(name: str, **overrides: Any) -> dict[str, Any]:
 
 
 EMAILS = ["approval_request", "case_completed", "case_rejected", "needs_attention"]
+EMAILS.append("case_cancelled")
+EMAILS.append("access_found_again")  # the watch after a case
 PAGES = ["approval_confirm", "approval_result", "approval_error"]
 ERROR_KEYS = [
     "already_used",
@@ -227,6 +254,7 @@ ERROR_KEYS = [
     "not_allowed",
     "plan_changed",
     "already_decided",
+    "enough_approvals",
     "bad_request",
 ]
 
@@ -1088,3 +1116,90 @@ def test_artifact_descriptions_escape_markdown() -> None:
     assert render_markdown(evidence) == ("<p>Evidence for E_1042 ([x](http://evil) **boss**)</p>\n")
     with pytest.raises(ValueError, match="plan record"):
         notify.artifact_description("plan", case)
+
+
+# --- the deputy pages (approvals/deputy_pages.py) ---------------------------------------
+
+DEPUTY_PAGES: dict[str, dict[str, Any]] = {
+    "deputy_form": {
+        "manager": {"employee_id": "E1004", "display_name": HOSTILE_NAME},
+        "current": [
+            {
+                "deputy": "Noor de Groot (E1007)",
+                "starts_at": "2026-12-01 00:00 CET",
+                "ends_at": "2026-12-08 00:00 CET",
+            }
+        ],
+        "managers_only": True,
+        "zone": "Europe/Amsterdam",
+        "problem": "overlap",
+        "action_url": "/approvals/deputy/abc",
+        "csrf_token": "csrf-Zm9vYmFy",
+        "switch_url": "/approvals/deputy/abc?lang=en",
+    },
+    "deputy_result": {
+        "manager": {"employee_id": "E1004", "display_name": "Lars Smit"},
+        "deputy": {"employee_id": "E1016", "display_name": HOSTILE_NAME},
+        "starts_at": "2026-12-01 00:00 CET",
+        "ends_at": "2026-12-08 00:00 CET",
+    },
+}
+DEPUTY_PROBLEMS = [
+    "self",
+    "order",
+    "over",
+    "too_long",
+    "unknown",
+    "no_email",
+    "not_manager",
+    "not_eligible",
+    "overlap",
+    "dates",
+    "other",
+]
+
+
+@pytest.mark.parametrize("name", sorted(DEPUTY_PAGES))
+def test_every_deputy_page_renders_in_both_languages_and_needs_its_variables(
+    env: jinja2.Environment, name: str, language: str
+) -> None:
+    html = render_page(env, name, language, DEPUTY_PAGES[name])
+    assert html.startswith("<!DOCTYPE html>") and f'<html lang="{language}">' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html  # names are escaped
+    assert not [t for t, _ in Elements(html).tags if t in {"img", "script", "link", "iframe"}]
+    for key in DEPUTY_PAGES[name]:
+        if key == "switch_url":
+            continue
+        context = {k: v for k, v in DEPUTY_PAGES[name].items() if k != key}
+        with pytest.raises(jinja2.UndefinedError):
+            render_page(env, name, language, context)
+
+
+@pytest.mark.parametrize("problem", DEPUTY_PROBLEMS)
+def test_every_deputy_problem_is_said_in_both_languages(
+    env: jinja2.Environment, problem: str
+) -> None:
+    said = {
+        lang: html_text(
+            render_page(
+                env, "deputy_form", lang, {**DEPUTY_PAGES["deputy_form"], "problem": problem}
+            )
+        )
+        for lang in SUPPORTED_LANGUAGES
+    }
+    assert said["nl"] != said["en"]
+    for lang in SUPPORTED_LANGUAGES:
+        assert load_messages(env, lang)[f"deputy.problem.{problem}"] in said[lang]
+
+
+def test_confirm_page_says_who_a_deputy_stands_in_for_and_the_count(
+    env: jinja2.Environment, language: str
+) -> None:
+    context = {
+        **page_context("approval_confirm"),
+        "deputy_for": ["Lars Smit"],
+        "approvals": {"given": 1, "required": 2},
+    }
+    text = html_text(render_page(env, "approval_confirm", language, context))
+    assert "Lars Smit" in text
+    assert ("1 of the 2" if language == "en" else "1 van de 2") in text

@@ -1,0 +1,234 @@
+"""Production mode: PostgreSQL for the service and for Prefect, flows run by the workers of
+a Prefect process work pool (two worker processes here), no embedded runner.
+
+One leaver goes the whole way (signed event → mailed link → approve → revoked in slapd),
+and the run is seen to be taken by one of the pool's workers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from slugify import slugify
+from sqlalchemy.engine import Engine
+from support import (
+    can_bind,
+    decide,
+    groups_with,
+    is_locked,
+    link_in,
+    run_of,
+    send_leaver,
+    text_of,
+    wait_for_state,
+)
+
+from demo.directory import LocalDirectory
+from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.wiring.db import make_engine
+from offboarding.wiring.processes import free_port
+from offboarding.wiring.service import RunningService, production_problem, run_service
+from offboarding.wiring.settings import Settings, SmtpSettings
+
+pytestmark = pytest.mark.e2e
+CLI = [sys.executable, "-m", "offboarding.cli"]
+POOL = "offboarding"  # the work pool prefect.yaml names
+LEAVER = ("E1006", "bmulder", "Bram Mulder")
+
+
+@dataclass
+class ProductionStack:
+    """What the helpers in tests/support.py look for on a stack."""
+
+    running: RunningService
+    settings: Settings
+    directory: LocalDirectory
+    org: DemoOrg
+    password: str
+    mailbox: Any
+    engine: Engine
+
+
+@pytest.fixture(scope="module")
+def production(
+    tmp_path_factory: pytest.TempPathFactory,
+    smtp_server: tuple[str, int, Any],
+    new_postgres_database: Callable[[], str],
+) -> Iterator[ProductionStack]:
+    tmp = tmp_path_factory.mktemp("production")
+    password = "Pw-" + secrets.token_urlsafe(12)
+    with LocalDirectory.start(tmp / "slapd", admin_password=secrets.token_urlsafe(16)) as directory:
+        org = seed_demo_org(directory, password=password)
+        host, port, mailbox = smtp_server
+        settings = Settings(
+            home=tmp / "home",
+            database_url=new_postgres_database(),
+            prefect_database_url=new_postgres_database(),
+            workers=2,
+            work_pool_concurrency=3,
+            port=free_port(),
+            prefect_port=free_port(),
+            smtp=SmtpSettings(host=host, port=port, starttls=False),
+            hris_secret=secrets.token_urlsafe(24),  # type: ignore[arg-type]
+            signing_key=secrets.token_urlsafe(24),  # type: ignore[arg-type]
+            connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+        )
+        with run_service(settings, quiet=True, production=True) as running:
+            engine = make_engine(settings.resolved_database_url)
+            try:
+                yield ProductionStack(running, settings, directory, org, password, mailbox, engine)
+            finally:
+                engine.dispose()
+
+
+def workers_of_pool(api_url: str) -> list[dict[str, Any]]:
+    response = httpx.post(f"{api_url}/work_pools/{POOL}/workers/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def submitted_by(api_url: str, flow_run_id: str, timeout: float = 30) -> str:
+    """The worker (its resource id) that submitted the run, from Prefect's own event."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = httpx.post(
+            f"{api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["prefect.worker.submitted-flow-run"]},
+                    "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+                },
+                "limit": 10,
+            },
+            timeout=30,
+        )
+        events.raise_for_status()
+        found = events.json()["events"]
+        if found:
+            return str(found[0]["resource"]["prefect.resource.id"])
+        time.sleep(0.5)  # events are stored a moment after they happen
+    raise AssertionError(f"no worker submitted flow run {flow_run_id}")
+
+
+def test_the_pool_has_the_deployments_its_limit_and_two_workers(
+    production: ProductionStack,
+) -> None:
+    api, settings = production.running.api_url, production.settings
+    pool = httpx.get(f"{api}/work_pools/{POOL}", timeout=30).json()
+    assert pool["type"] == "process"
+    assert pool["concurrency_limit"] == 3
+    for name in (settings.deployment, settings.retention_deployment, settings.oversight_deployment):
+        deployment = httpx.get(f"{api}/deployments/name/{name}", timeout=30).json()
+        assert deployment["work_pool_name"] == POOL, name
+    deployment = httpx.get(f"{api}/deployments/name/{settings.deployment}", timeout=30).json()
+    assert deployment["entrypoint"] == "flows/offboard_leaver.py:offboard_leaver"
+    step = deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert (Path(step["directory"]) / "prefect.yaml").exists()
+    wanted = {f"{settings.instance}-{os.uname().nodename}-{n}" for n in (1, 2)}
+    deadline = time.monotonic() + 60
+    while {w["name"] for w in workers_of_pool(api)} != wanted and time.monotonic() < deadline:
+        time.sleep(0.5)  # a worker registers with its first heartbeat
+    assert {w["name"] for w in workers_of_pool(api)} == wanted
+    assert production.running.supervisor is None  # no embedded runner in production mode
+    assert not (settings.home / "run" / "runner.pid").exists()
+
+
+def test_a_leaver_is_offboarded_by_the_pools_workers(production: ProductionStack) -> None:
+    stack = production
+    employee_id, uid, name = LEAVER
+    dn = f"uid={uid},{stack.directory.users_base}"
+    admin = stack.directory.admin_connection()
+    assert groups_with(admin, stack.directory.groups_base, dn, uid)
+    response = send_leaver(stack, employee_id, uid, name)
+    assert response.status_code == 202, response.text
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
+
+    requests = stack.mailbox.wait_for(
+        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
+    )
+    api = stack.running.api_url
+    wait_for_state(api, flow_run_id, "PAUSED")
+    first_worker = submitted_by(api, flow_run_id)
+    result = decide(link_in(requests[0]), "approve")
+    assert result.status_code == 200, result.text
+
+    run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED", "CRASHED")
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["work_pool_name"] == POOL
+    ours = {f"prefect.worker.process.{slugify(w['name'])}" for w in workers_of_pool(api)}
+    assert first_worker in ours
+    assert groups_with(admin, stack.directory.groups_base, dn, uid) == []
+    assert is_locked(admin, dn)
+    assert not can_bind(stack.directory.url, dn, stack.password)
+    admin.unbind()
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def test_production_refuses_sqlite_naming_the_setting(
+    tmp_path: Path, new_postgres_database: Callable[[], str]
+) -> None:
+    unset = Settings(home=tmp_path / "a", connectors=[], prefect_database_url="postgresql://x/y")
+    problem = production_problem(unset)
+    assert problem is not None and "database_url (OFFBOARDING_DATABASE_URL)" in problem
+    sqlite = Settings(
+        home=tmp_path / "b",
+        connectors=[],
+        database_url=f"sqlite:///{tmp_path / 'b.db'}",
+        prefect_database_url="postgresql://x/y",
+    )
+    assert "database_url" in (production_problem(sqlite) or "")
+    no_prefect = Settings(
+        home=tmp_path / "c",
+        connectors=[],
+        database_url="postgresql://postgres@127.0.0.1:5432/x",
+        prefect_database_url=f"sqlite+aiosqlite:///{tmp_path / 'p.db'}",
+    )
+    problem = production_problem(no_prefect)
+    assert problem is not None and "prefect_database_url" in problem
+    assert "OFFBOARDING_PREFECT_DATABASE_URL" in problem
+    with pytest.raises(RuntimeError, match="prefect_database_url"):
+        with run_service(no_prefect, production=True):
+            pytest.fail("production mode must not start on SQLite")
+    assert not (tmp_path / "c").exists()  # refused before anything was created
+
+
+def test_up_production_says_in_one_line_which_setting_to_change(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[[connectors]]\nkind = "ldap"\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=x"\n'
+        'bind_password = "unused"\nusers_base = "ou=people"\ngroups_base = "ou=groups"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OFFBOARDING_", "PREFECT_"))}
+    started = [  # both at once: each spends most of its time importing
+        subprocess.Popen(
+            [*CLI, *command],
+            cwd=tmp_path,
+            env={**env, "OFFBOARDING_HOME": str(home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (["up", "--production"], ["worker"])
+    ]
+    for process in started:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 2, stdout + stderr
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, stderr
+        assert "database_url (OFFBOARDING_DATABASE_URL)" in lines[0]
+        assert "PostgreSQL" in lines[0]
+    assert not (home / "prefect").exists() and not (home / "offboarding.db").exists()
