@@ -30,7 +30,8 @@ class Refusal(StrEnum):
 
 REFUSAL_TEXT = {
     Refusal.NOT_A_MANAGER: (
-        "the approver is not in the approvers group, nor the active deputy of someone in it"
+        "the approver is not a manager who may approve (not in the approvers group) nor the "
+        "active deputy of one"
     ),
     Refusal.IS_REQUESTER: "the approver requested this offboarding (four-eyes needs someone else)",
     Refusal.IS_LEAVER: "the approver is the person leaving",

@@ -251,9 +251,10 @@ def approvals_router(
         await run_in_threadpool(tell_others, opened, recorded.decision_id)
         if not resumed:
             wake_dispatcher()  # it hands the decision over as soon as the run waits for it
-            next_key = "resume_pending"
+        if decision == Decision.REJECT:
+            next_key = "rejected"  # nothing is revoked, whenever the run hears of it
         else:
-            next_key = "revoking" if decision == Decision.APPROVE else "rejected"
+            next_key = "revoking" if resumed else "resume_pending"
         return page(
             request,
             "approval_result",

@@ -58,7 +58,6 @@ from offboarding.domain.overview import (
 )
 from offboarding.domain.retention import ERASED
 from offboarding.intake.hris import Employee, TerminationEvent
-from offboarding.intake.routes import Refused, record_refusal, store_case
 from offboarding.notification.mail import OutgoingEmail
 from offboarding.notification.rendering import pick_language, render_email
 from offboarding.wiring.logging import configure_logging
@@ -280,6 +279,9 @@ def open_follow_up(services: Services, case: Case, recheck: Recheck) -> tuple[st
         earlier = find_by_event(session, event_id) or find_open_case(session, case.employee_id)
     if earlier is not None:
         return earlier.id, ""
+    # the intake's web routes (FastAPI) load only when a follow-up is opened
+    from offboarding.intake.routes import Refused, record_refusal, store_case
+
     try:
         event = TerminationEvent(
             id=event_id,

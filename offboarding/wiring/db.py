@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -65,10 +63,15 @@ def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
     )
 
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def migrations_config() -> Config:
+    from alembic.config import Config  # not imported by flow runs, which never migrate
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -76,6 +79,8 @@ def migrations_config() -> Config:
 
 def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema (Alembic migrations; a no-op when current)."""
+    from alembic import command
+
     config = migrations_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection

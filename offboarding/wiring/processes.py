@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,8 +19,22 @@ _PR_SET_PDEATHSIG = 1
 _PROC = Path("/proc")
 
 
+# Ports handed out for servers we start lie below Linux's ephemeral range (32768-60999): the
+# kernel gives those to outgoing connections, which can take a port between the moment it is
+# chosen and the moment the server binds it.
+_SERVER_PORTS = (20000, 32000)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range."""
+    for _attempt in range(200):
+        port = random.randrange(*_SERVER_PORTS)  # noqa: S311 - not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
