@@ -194,6 +194,11 @@ def change_open_case(
             scheduled_for=scheduled.isoformat() if scheduled else None,
         )
         return Change(case, "rescheduled", scheduled)
+    if case.event_id == event.id:
+        # the event that opened this case, delivered again (an HR system that keeps one event
+        # id per person, e.g. Personio, with a newer timestamp): nothing to change
+        _record(session, case, "intake.unchanged", actor, event.id, why="redelivered")
+        return Change(case, "unchanged")
     raise Conflict(
         409,
         "case_open",

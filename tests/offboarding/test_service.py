@@ -289,6 +289,11 @@ def test_after_a_killed_service_the_next_start_cleans_up(  # type: ignore[no-unt
         api = f"http://127.0.0.1:{settings.prefect_port}/api"
         with case_table_locked(database_url) as someone_waits:
             stuck = start_run(api, settings.deployment, "case-that-waits")
+            # the flow-run process itself is running (the dispatcher in `up` also reads the
+            # case table, so a waiting query alone could be the dispatcher's)
+            assert wait_for_state(api, stuck, "RUNNING", "FAILED", "CRASHED")["state"]["type"] == (
+                "RUNNING"
+            )
             until(someone_waits, "the flow run to wait for the case table")
             group = runner_group(settings.home)
 
