@@ -146,6 +146,17 @@ def deputies_to_ask(
     return [found[k] for k in sorted(found)]
 
 
+def may_name_deputies(services: ApprovalPorts, employee_id: str) -> Person | None:
+    """The person behind `employee_id` when they may name a deputy (a manager, or a member
+    of an approvers group); None otherwise."""
+    approvers = {
+        _key(p.employee_id): p
+        for urgent in (False, True)
+        for p in approvers_for(services, urgent=urgent)
+    } | {_key(p.employee_id): p for p in services.people.managers()}
+    return approvers.get(_key(employee_id))
+
+
 def period_of_days(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """From the start of `first` to the end of `last`, both days in the company's timezone."""
     start = datetime.combine(first, time(0), tzinfo=zone)
@@ -180,12 +191,7 @@ def name_deputy(
         raise DeputyProblem(
             "a deputy is named for at most 366 days; name them again later", "too_long"
         )
-    approvers = {
-        _key(p.employee_id): p
-        for urgent in (False, True)
-        for p in approvers_for(services, urgent=urgent)
-    } | {_key(p.employee_id): p for p in services.people.managers()}
-    manager = approvers.get(_key(manager_id))
+    manager = may_name_deputies(services, manager_id)
     if manager is None:
         raise DeputyProblem(
             f"{manager_id} is not a manager or approver in the people directory: only they "

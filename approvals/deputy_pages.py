@@ -1,13 +1,15 @@
-"""The page where a manager names their deputy, behind a personal signed link.
+"""The page where a manager names their deputy, behind a personal signed link, and the
+mails around it: the link to the manager, and "you are the deputy" to the deputy.
 
 Same rules as the approval pages: a GET only shows the form (mail scanners fetch links); a
 POST with the CSRF token (cookie + form) names the deputy. The link is issued by
-`offboarding deputy link MANAGER_ID` and is valid for a few days.
+`offboarding deputy link MANAGER_ID` (mailed to the manager, or printed) and is valid for a
+few days. Holding it is the proof: it is never logged or written to the audit log.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Protocol
 
 import structlog
@@ -23,10 +25,14 @@ from approvals.deputies import (
     period_of_days,
 )
 from approvals.pages import PageError, Pages
-from approvals.reminders import FollowUpPorts, local_time
-from approvals.requests import ask_waiting_cases
+from approvals.reminders import FollowUpPorts, deputies_due, local_time
+from approvals.requests import IssuedLink
 from approvals.tokens import LinkExpired, LinkInvalid
-from offboarding.domain.models import as_utc
+from connectors.base import Person
+from offboarding.domain import audit
+from offboarding.domain.models import Deputyship, as_utc, utcnow
+from offboarding.notification.mail import MailError, OutgoingEmail
+from offboarding.notification.rendering import pick_language, render_email
 
 log = structlog.get_logger(__name__)
 CSRF_COOKIE = "offboarding_deputy_csrf"
@@ -40,6 +46,127 @@ class DeputyPorts(FollowUpPorts, Protocol):
 
 def deputy_url(base_url: str, token: str) -> str:
     return f"{base_url}{COOKIE_PATH}/{token}"
+
+
+def mail_deputy_link(services: DeputyPorts, manager: Person, *, actor: str) -> str:
+    """Mail `manager` their personal link to the deputy page, in their language, and record
+    that it went (`email.deputy_link`: to whom, never the link). The message id; a mail
+    failure is raised (MailError) for the caller to report."""
+    if services.deputy_links is None:
+        raise DeputyProblem("this service issues no deputy links")
+    if not manager.email:
+        raise DeputyProblem(
+            f"{manager.employee_id} has no email address in the people directory: the link "
+            "cannot be mailed; add one, or print the link (--print) and hand it over",
+            "no_email",
+        )
+    language = pick_language(manager.language, services.settings.default_language)
+    valid_until = utcnow() + services.deputy_links.ttl
+    rendered = render_email(
+        services.templates,
+        "deputy_link",
+        language,
+        {
+            "manager": {"display_name": manager.display_name},
+            "link": deputy_url(
+                services.settings.base_url, services.deputy_links.issue(manager.employee_id)
+            ),
+            "expires_at": local_time(valid_until, services.settings.zone),
+            "zone": str(services.settings.zone),
+            "managers_only": not services.policy.deputies_may_be_non_managers,
+        },
+    )
+    message_id = services.mailer.send(
+        OutgoingEmail(
+            to=[manager.email], subject=rendered.subject, text=rendered.text, html=rendered.html
+        )
+    )
+    audit.record(
+        services.engine,
+        action="email.deputy_link",
+        actor=actor,
+        details={
+            "to": manager.email,
+            "manager_id": manager.employee_id,
+            "language": language,
+            "valid_until": valid_until.isoformat(),
+            "message_id": message_id,
+        },
+    )
+    return message_id
+
+
+def tell_deputy(services: DeputyPorts, row: Deputyship) -> str | None:
+    """Mail the deputy, in their language, for whom and for which period they act
+    (`email.deputy_named`, once per deputyship). The address mailed; None when it was
+    mailed before or could not be (recorded and logged: the deputyship stands)."""
+    deputy = services.people.find_person(row.deputy_id)
+    manager = services.people.find_person(row.manager_id)
+    if deputy is None or not deputy.email:
+        log.warning("deputy not told: no email address", deputyship_id=row.id)
+        return None
+    language = pick_language(deputy.language, services.settings.default_language)
+    details = {"to": deputy.email, "deputyship_id": row.id, "language": language}
+    claimed = audit.record(
+        services.engine,
+        action="email.deputy_named",
+        actor="service",
+        details=details,
+        once_key=f"email.deputy_named:{row.id}",
+    )
+    if claimed is None:
+        return None
+    zone = services.settings.zone
+    rendered = render_email(
+        services.templates,
+        "deputy_named",
+        language,
+        {
+            "deputy": {"display_name": deputy.display_name},
+            "manager": {
+                "employee_id": row.manager_id,
+                "display_name": manager.display_name if manager else row.manager_id,
+            },
+            "starts_at": local_time(as_utc(row.starts_at), zone),
+            "ends_at": local_time(as_utc(row.ends_at), zone),
+        },
+    )
+    try:
+        services.mailer.send(
+            OutgoingEmail(
+                to=[deputy.email], subject=rendered.subject, text=rendered.text, html=rendered.html
+            )
+        )
+    except MailError as exc:
+        log.error("deputy not told", deputyship_id=row.id, error=str(exc))
+        audit.record(
+            services.engine,
+            action="email.deputy_named",
+            actor="service",
+            outcome="failed",
+            details={**details, "error": str(exc)},
+        )
+        return None
+    return deputy.email
+
+
+def after_naming(
+    services: DeputyPorts, row: Deputyship, now: datetime | None = None
+) -> list[IssuedLink]:
+    """What follows a new deputyship: the deputy hears of it, and (when it is active)
+    gets the links of cases already waiting for the manager. A failure here is logged:
+    the deputyship stands, and the dispatcher's next pass asks the deputy anyway."""
+    try:
+        tell_deputy(services, row)
+    except Exception as exc:  # noqa: BLE001 - the deputyship stands
+        log.warning("deputy not told", deputyship_id=row.id, problem=f"{type(exc).__name__}: {exc}")
+    try:
+        return deputies_due(services, now or utcnow())
+    except Exception as exc:  # noqa: BLE001 - the dispatcher's next pass tries again
+        log.warning(
+            "waiting cases not offered to the deputy", problem=f"{type(exc).__name__}: {exc}"
+        )
+        return []
 
 
 def deputy_router(services: DeputyPorts) -> APIRouter:
@@ -157,11 +284,8 @@ def deputy_router(services: DeputyPorts) -> APIRouter:
             return await run_in_threadpool(
                 show_form, request, manager_id, name, lang, problem.key, 400
             )
-        # cases already waiting for this manager: the deputy is asked at once (if active)
-        try:
-            await run_in_threadpool(ask_waiting_cases, services)
-        except Exception as exc:  # noqa: BLE001 - the deputy stands; the next case asks them
-            log.warning("waiting cases not offered to the deputy", problem=str(exc))
+        # the deputy hears of it, and gets the links of cases already waiting (if active)
+        await run_in_threadpool(after_naming, services, row)
         deputy = await run_in_threadpool(services.people.find_person, row.deputy_id)
         zone = services.settings.zone
         return pages.page(

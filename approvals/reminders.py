@@ -17,8 +17,9 @@ import structlog
 from sqlmodel import Session, col, select
 
 from approvals.decisions import settle
+from approvals.deputies import approvers_for, periods
 from approvals.ports import ApprovalPorts, ApprovalSettings
-from approvals.requests import approval_url, decision_context
+from approvals.requests import IssuedLink, approval_url, ask_deputies, decision_context
 from approvals.rules import Verdict, eligible_approvers
 from approvals.tokens import LinkClaims
 from connectors.base import Person
@@ -26,6 +27,7 @@ from offboarding.domain import audit
 from offboarding.domain.cases import latest_plan
 from offboarding.domain.models import (
     ApprovalRequest,
+    AuditEvent,
     Case,
     CaseStatus,
     PlanStatus,
@@ -205,24 +207,65 @@ def _send_logged(
 def escalation_candidates(
     services: FollowUpPorts, case: Case, asked: Sequence[str]
 ) -> list[Person]:
-    """Configured escalation managers who pass the four-eyes rules for this case (a manager,
-    not the requester, not the leaver, with an email) and were not asked yet."""
-    wanted = {i.casefold() for i in services.rules.escalation_managers}
-    done = {i.strip().casefold() for i in asked}
-    managers = [p for p in services.people.managers() if p.employee_id.strip().casefold() in wanted]
-    return [
+    """Who the escalation asks, each passing the four-eyes rules for this case (not the
+    requester, not the leaver, with an email) and not asked yet.
+
+    Without an approvers group for the case: the configured escalation managers who are
+    managers. With one (`approvers_group`, `approvers_group_urgent`), only its members may
+    decide, so only they are asked: the configured escalation managers who are members,
+    else the next member not asked yet (by employee id); a configured one outside the
+    group is never asked.
+    """
+    wanted = [i.casefold() for i in services.rules.escalation_managers]
+    done = {_key(i) for i in asked}
+    group = services.policy.group_for(urgent=case.urgent)
+    pool = approvers_for(services, urgent=case.urgent) if group else services.people.managers()
+    open_ = [
         p
         for p in eligible_approvers(
-            managers, requester_id=case.requested_by, leaver_id=case.employee_id
+            pool, requester_id=case.requested_by, leaver_id=case.employee_id
         )
-        if p.employee_id.strip().casefold() not in done
+        if _key(p.employee_id) not in done
     ]
+    chosen = sorted(
+        (p for p in open_ if _key(p.employee_id) in wanted),
+        key=lambda p: wanted.index(_key(p.employee_id)),
+    )
+    if group is None:
+        return chosen
+    outside = sorted(set(wanted) - {_key(p.employee_id) for p in pool})
+    if outside:
+        log.warning(
+            "escalation managers outside the approvers group are not asked",
+            case_id=case.id,
+            group=group,
+            employee_ids=outside,
+        )
+    return chosen or open_[:1]
+
+
+def _key(employee_id: str) -> str:
+    return employee_id.strip().casefold()
+
+
+def _escalated_before(services: FollowUpPorts, record: RevocationPlanRecord) -> bool:
+    with Session(services.engine) as session:
+        return (
+            session.exec(
+                select(AuditEvent.seq).where(
+                    col(AuditEvent.once_key).startswith(
+                        f"approval.escalated:{record.id}:", autoescape=True
+                    )
+                )
+            ).first()
+            is not None
+        )
 
 
 def escalations(services: FollowUpPorts, now: datetime) -> list[ApprovalRequest]:
-    """After `escalate_after_hours` without a decision, ask the escalation managers not
-    asked yet: a request of their own (same plan hash, full lifetime) and its link by
-    mail. The requests created."""
+    """After `escalate_after_hours` without a decision, escalate once per plan: ask those
+    `escalation_candidates` names, each a request of their own (same plan hash, full
+    lifetime) and its link by mail. The requests created."""
     after = timedelta(hours=services.rules.escalate_after_hours)
     ttl = timedelta(hours=services.settings.approval_ttl_hours)
     created: list[ApprovalRequest] = []
@@ -231,6 +274,8 @@ def escalations(services: FollowUpPorts, now: datetime) -> list[ApprovalRequest]
     for case, record in waiting_plans(services):
         requests = requests_for(services, record)
         if not requests or as_utc(requests[0].created_at) + after > now:
+            continue
+        if _escalated_before(services, record):
             continue
         candidates = escalation_candidates(services, case, [r.approver_id for r in requests])
         if not candidates or not _undecided(services, case, record):
@@ -242,6 +287,22 @@ def escalations(services: FollowUpPorts, now: datetime) -> list[ApprovalRequest]
             _send_logged(services, case, record, request, "approval_request")
             created.append(request)
     return created
+
+
+def deputies_due(services: FollowUpPorts, now: datetime) -> list[IssuedLink]:
+    """On every plan still waiting for a decision, ask each active deputy of an asked
+    approver who has no link yet (a deputyship that started after the requests went out):
+    once per plan and deputy, also when two passes run at once (`ask_deputies`)."""
+    away = {_key(p.manager_id) for p in periods(services.engine) if p.active_at(now)}
+    issued: list[IssuedLink] = []
+    if not away:
+        return issued  # the common case: no directory or decision read at all
+    for case, record in waiting_plans(services):
+        if not away & {_key(r.approver_id) for r in requests_for(services, record)}:
+            continue
+        if _undecided(services, case, record):
+            issued += ask_deputies(services, case, record, now)
+    return issued
 
 
 def _claim_escalation(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from approvals.decisions import settle
@@ -21,12 +23,12 @@ from offboarding.domain.models import (
     ApprovalRequest,
     Case,
     CaseStatus,
-    PlanStatus,
     RevocationPlanRecord,
+    as_utc,
     utcnow,
 )
 from offboarding.domain.plan import RevocationPlan
-from offboarding.notification.mail import OutgoingEmail
+from offboarding.notification.mail import MailError, OutgoingEmail
 from offboarding.notification.rendering import pick_language, render_email
 
 log = structlog.get_logger(__name__)
@@ -82,76 +84,112 @@ def request_approvals(
     # an active deputy is asked too, next to the manager they stand in for
     asked: list[tuple[Person, Person | None]] = [(a, None) for a in approvers]
     asked += deputies_to_ask(services, case, approvers, utcnow())
-    plan = RevocationPlan.from_canonical(record.canonical)
     ttl = timedelta(hours=services.settings.approval_ttl_hours)
     issued: list[IssuedLink] = []
     for approver, deputy_for in asked:
-        language = pick_language(approver.language, services.settings.default_language)
         request = existing.get(approver.employee_id)
         if request is not None and request.notified_at is not None:
             continue
-        request = request or ApprovalRequest(
-            case_id=case.id,
-            plan_id=record.id,
-            plan_hash=record.plan_hash,
-            approver_id=approver.employee_id,
-            approver_email=approver.email,
-            language=language,
-            expires_at=utcnow() + ttl,
-        )
-        with Session(engine, expire_on_commit=False) as session:
-            session.add(request)
-            session.commit()
-        token = services.links.issue(
-            LinkClaims(
-                request_id=request.id,
-                case_id=case.id,
-                approver_id=approver.employee_id,
-                plan_hash=record.plan_hash,
-            )
-        )
-        url = approval_url(services, token)
-        rendered = render_email(
-            services.templates,
-            "approval_request",
-            language,
-            {
-                **decision_context(services, case, plan),
-                "approver": {"display_name": approver.display_name},
-                "deputy_for": deputy_for.display_name if deputy_for else None,
-                "link": url,
-                "expires_at": request.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
-            },
-        )
-        message_id = services.mailer.send(
-            OutgoingEmail(
-                to=[approver.email],
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-            )
-        )
-        audit.record(
+        request = _stored(
             engine,
-            action="email.approval_request",
-            actor="service",
-            case_id=case.id,
-            details={
-                "to": approver.email,
-                "approver_id": approver.employee_id,
-                "deputy_for": deputy_for.employee_id if deputy_for else None,
-                "request_id": request.id,
-                "plan_hash": record.plan_hash,
-                "message_id": message_id,
-                "language": language,
-            },
+            request
+            or ApprovalRequest(
+                case_id=case.id,
+                plan_id=record.id,
+                plan_hash=record.plan_hash,
+                approver_id=approver.employee_id,
+                approver_email=approver.email,
+                language=pick_language(approver.language, services.settings.default_language),
+                expires_at=utcnow() + ttl,
+            ),
         )
+        if request.notified_at is not None:
+            continue  # asked meanwhile (a deputy's request from the follow-up pass)
+        url = mail_request(services, case, record, request, approver, deputy_for)
         with Session(engine) as session:
             request.notified_at = utcnow()
             session.add(request)
             session.commit()
         issued.append(IssuedLink(approver=approver, url=url, deputy_for=deputy_for))
     return issued
+
+
+def _stored(engine: Engine, request: ApprovalRequest) -> ApprovalRequest:
+    """`request` saved; when another writer stored one for the same plan and approver first
+    (the unique key), that one instead."""
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            session.add(request)
+            session.commit()
+            return request
+    except IntegrityError:
+        with Session(engine, expire_on_commit=False) as session:
+            found = session.exec(
+                select(ApprovalRequest).where(
+                    ApprovalRequest.plan_id == request.plan_id,
+                    ApprovalRequest.approver_id == request.approver_id,
+                )
+            ).first()
+        if found is None:
+            raise
+        return found
+
+
+def mail_request(
+    services: ApprovalPorts,
+    case: Case,
+    record: RevocationPlanRecord,
+    request: ApprovalRequest,
+    approver: Person,
+    deputy_for: Person | None,
+) -> str:
+    """Mail `approver` a freshly signed link to `request` and record it
+    (`email.approval_request`); the link. The link itself is never logged."""
+    token = services.links.issue(
+        LinkClaims(
+            request_id=request.id,
+            case_id=case.id,
+            approver_id=approver.employee_id,
+            plan_hash=record.plan_hash,
+        )
+    )
+    url = approval_url(services, token)
+    rendered = render_email(
+        services.templates,
+        "approval_request",
+        request.language,
+        {
+            **decision_context(services, case, RevocationPlan.from_canonical(record.canonical)),
+            "approver": {"display_name": approver.display_name},
+            "deputy_for": deputy_for.display_name if deputy_for else None,
+            "link": url,
+            "expires_at": as_utc(request.expires_at).strftime("%Y-%m-%d %H:%M UTC"),
+        },
+    )
+    message_id = services.mailer.send(
+        OutgoingEmail(
+            to=[request.approver_email],
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+        )
+    )
+    audit.record(
+        services.engine,
+        action="email.approval_request",
+        actor="service",
+        case_id=case.id,
+        details={
+            "to": request.approver_email,
+            "approver_id": approver.employee_id,
+            "deputy_for": deputy_for.employee_id if deputy_for else None,
+            "request_id": request.id,
+            "plan_hash": record.plan_hash,
+            "message_id": message_id,
+            "language": request.language,
+        },
+    )
+    return url
 
 
 class NotAwaitingApproval(Exception):
@@ -207,23 +245,114 @@ def renew_approvals(services: ApprovalPorts, case: Case, *, actor: str) -> list[
     return request_approvals(services, case, record)
 
 
-def ask_waiting_cases(services: ApprovalPorts) -> list[IssuedLink]:
-    """Ask, on every case waiting for a decision, whoever is newly due a link (a deputy just
-    named). Those already mailed are skipped (`request_approvals` is idempotent)."""
-    with Session(services.engine, expire_on_commit=False) as session:
-        cases = list(session.exec(select(Case).where(Case.status == CaseStatus.AWAITING_APPROVAL)))
+def ask_deputies(
+    services: ApprovalPorts, case: Case, record: RevocationPlanRecord, now: datetime
+) -> list[IssuedLink]:
+    """Ask, on a plan waiting for a decision, each active deputy of an approver who was asked
+    on it and whose deputy has no request yet: a deputyship that started (or was named)
+    after the requests went out. Each deputy is asked once per plan: the request is claimed
+    with its audit event (`approval.deputy_asked`, a `once_key`) in one transaction, so two
+    passes at once ask once. The four-eyes rules hold (`deputies_to_ask`)."""
+    engine = services.engine
+    with Session(engine, expire_on_commit=False) as session:
+        requests = list(
+            session.exec(select(ApprovalRequest).where(ApprovalRequest.plan_id == record.id))
+        )
+    asked = {_key(r.approver_id) for r in requests}
+    approvers = [
+        p
+        for p in eligible_approvers(
+            approvers_for(services, urgent=case.urgent),
+            requester_id=case.requested_by,
+            leaver_id=case.employee_id,
+        )
+        if _key(p.employee_id) in asked
+    ]
+    ttl = timedelta(hours=services.settings.approval_ttl_hours)
     issued: list[IssuedLink] = []
-    for case in cases:
-        record = latest_plan(services.engine, case.id)
-        if record is None or record.status != PlanStatus.PENDING:
+    for deputy, manager in deputies_to_ask(services, case, approvers, now):
+        if _key(deputy.employee_id) in asked:
             continue
-        if settle(services, case, record).verdict != Verdict.PENDING:
-            continue
+        request = _claim_deputy_request(services, case, record, deputy, manager, now, ttl)
+        if request is None:
+            continue  # asked before, or by another pass just now
         try:
-            issued += request_approvals(services, case, record)
-        except NoEligibleApprover as exc:  # the run reports it; naming a deputy still stands
-            log.warning("no links sent", case_id=case.id, problem=str(exc))
+            url = mail_request(services, case, record, request, deputy, manager)
+        except MailError as exc:  # the claim stays (no retry storm); a person can resend
+            log.error("deputy not mailed", case_id=case.id, error=str(exc))
+            audit.record(
+                engine,
+                action="email.approval_request",
+                actor="service",
+                outcome="failed",
+                case_id=case.id,
+                details={
+                    "to": request.approver_email,
+                    "approver_id": deputy.employee_id,
+                    "deputy_for": manager.employee_id,
+                    "request_id": request.id,
+                    "error": str(exc),
+                },
+            )
+            continue
+        issued.append(IssuedLink(approver=deputy, url=url, deputy_for=manager))
     return issued
+
+
+def _claim_deputy_request(
+    services: ApprovalPorts,
+    case: Case,
+    record: RevocationPlanRecord,
+    deputy: Person,
+    manager: Person,
+    now: datetime,
+    ttl: timedelta,
+) -> ApprovalRequest | None:
+    """The deputy's new request and its audit event, together; None when it exists."""
+    request = ApprovalRequest(
+        case_id=case.id,
+        plan_id=record.id,
+        plan_hash=record.plan_hash,
+        approver_id=deputy.employee_id,
+        approver_email=deputy.email,
+        language=pick_language(deputy.language, services.settings.default_language),
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+    def claim(session: Session) -> bool:
+        stored = session.exec(
+            select(ApprovalRequest).where(
+                ApprovalRequest.plan_id == record.id,
+                ApprovalRequest.approver_id == deputy.employee_id,
+            )
+        ).first()
+        if stored is not None:
+            return False  # asked in the first round, or by another pass
+        event = audit.append(
+            session,
+            action="approval.deputy_asked",
+            actor="service",
+            case_id=case.id,
+            details={
+                "request_id": request.id,
+                "approver_id": deputy.employee_id,
+                "deputy_for": manager.employee_id,
+                "plan_hash": record.plan_hash,
+            },
+            once_key=f"approval.deputy_asked:{record.id}:{_key(deputy.employee_id)}",
+        )
+        if event is None:
+            return False
+        request.notified_at = now  # the mail follows at once; a failure is audited
+        session.add(request)
+        return True
+
+    return request if audit.in_transaction(services.engine, claim) else None
+
+
+def _key(employee_id: str) -> str:
+    return employee_id.strip().casefold()
 
 
 def decision_context(services: ApprovalPorts, case: Case, plan: RevocationPlan) -> dict[str, Any]:

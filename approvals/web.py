@@ -1,6 +1,8 @@
 """The approval pages. A GET only shows; a POST with a CSRF token decides.
 
-Mail link scanners fetch links, so nothing on GET changes a case.
+Mail link scanners fetch links, so nothing on GET changes a case. With `approver_sign_in`
+set, holding the link is not enough: the page asks the approver to sign in with Microsoft
+Entra ID first (`approvals.signin`), and decides only for the account the link was sent to.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from approvals.rules import (
     independent_count,
     refusals,
     ties_between,
+)
+from approvals.signin import (
+    ApproverSignIn,
+    SignedIn,
+    SignInNeeded,
+    SignInPages,
+    configured_sign_in,
 )
 from approvals.tokens import LinkClaims, LinkExpired, LinkInvalid, SignedDecision
 from offboarding.domain import audit
@@ -81,9 +90,12 @@ def approvals_router(
     gateway: RunResumer,
     *,
     wake_dispatcher: Callable[[], None] = lambda: None,
+    sign_in: ApproverSignIn | None = None,
 ) -> APIRouter:
+    """The pages; `sign_in` (default: as the settings say) makes approvers sign in first."""
     router = APIRouter(prefix="/approvals", tags=["approval pages"], include_in_schema=False)
     engine = services.engine
+    sign_in = sign_in or configured_sign_in(services.settings)
     # a manager names a deputy on /approvals/deputy/{token} (two segments: no clash below)
     router.include_router(deputy_router(services))
 
@@ -113,6 +125,8 @@ def approvals_router(
             raise PageError("already_used", 409, language=lang)
         if utcnow() > req.expires_at:
             raise PageError("expired", 410, language=lang)
+        if case.status == CaseStatus.CANCELLED:
+            raise PageError("withdrawn", 410, language=lang)
         if case.status != CaseStatus.AWAITING_APPROVAL:
             raise PageError("already_decided", 409, language=lang)
         current = latest_plan(engine, case.id)
@@ -126,6 +140,11 @@ def approvals_router(
         return Opened(
             claims, req, case, RevocationPlan.from_canonical(current.canonical), settlement
         )
+
+    gate = None
+    if sign_in is not None:
+        gate = SignInPages(sign_in, pages, services, lambda token: open_link(token).request)
+        router.include_router(gate.router())  # /approvals/signin/callback
 
     def claim_of(opened: Opened) -> DecisionClaim:
         return DecisionClaim(
@@ -174,6 +193,11 @@ def approvals_router(
         except PageError as error:
             return error_page(request, error, language(request, error.language))
         lang = language(request, opened.request.language)
+        identity = None
+        if gate is not None:
+            identity = gate.who(request)
+            if identity is None or not identity.is_for(opened.request.approver_email):
+                return await gate.ask(request, token, opened.request, lang, identity)
         nonce, csrf = services.links.new_csrf(opened.request.id)
         context = await run_in_threadpool(view_context, opened)
         await run_in_threadpool(
@@ -183,7 +207,11 @@ def approvals_router(
                 action="approval.viewed",
                 actor=f"employee:{opened.request.approver_id}",
                 case_id=opened.case.id,
-                details={"request_id": opened.request.id, "plan_hash": opened.claims.plan_hash},
+                details={
+                    "request_id": opened.request.id,
+                    "plan_hash": opened.claims.plan_hash,
+                    **({"signed_in_as": identity.value} if identity else {}),
+                },
             )
         )
         response = page(
@@ -192,6 +220,7 @@ def approvals_router(
             lang,
             action_url=str(request.url.remove_query_params("lang")),
             csrf_token=csrf,
+            signed_in_as=identity.value if identity else None,
             **context,
         )
         response.set_cookie(
@@ -214,6 +243,7 @@ def approvals_router(
         csrf_cookie: Annotated[str | None, Cookie(alias=CSRF_COOKIE)] = None,
     ) -> HTMLResponse:
         lang = language(request, None)
+        identity = None
         try:
             opened = await run_in_threadpool(open_link, token)
             lang = language(request, opened.request.language)
@@ -223,12 +253,24 @@ def approvals_router(
                     400,
                     "the form expired or came from elsewhere; open the link again",
                 )
+            if gate is not None:
+                identity = gate.who(request)
+                if identity is None or not identity.is_for(opened.request.approver_email):
+                    raise SignInNeeded(identity)
             if decision not in (Decision.APPROVE, Decision.REJECT):
                 raise PageError("bad_request", 400, "choose approve or reject")
             reason = reason.strip()
             if decision == Decision.REJECT and not reason:
                 raise PageError("bad_request", 400, "a reason is required to reject")
-            recorded = await run_in_threadpool(record_decision, opened, Decision(decision), reason)
+            recorded = await run_in_threadpool(
+                record_decision, opened, Decision(decision), reason, identity
+            )
+        except SignInNeeded as needed:
+            assert gate is not None
+            await run_in_threadpool(
+                partial(gate.refuse, opened.request, needed.identity, by="approval page")
+            )
+            return await gate.ask(request, token, opened.request, lang, needed.identity)
         except PageError as error:
             return error_page(
                 request, error, language(request, error.language) if error.language else lang
@@ -278,7 +320,9 @@ def approvals_router(
         except Exception as exc:  # noqa: BLE001 - a courtesy: the decision stands either way
             log.warning("other approvers not told", case_id=opened.case.id, problem=str(exc))
 
-    def record_decision(opened: Opened, decision: Decision, reason: str) -> SignedDecision:
+    def record_decision(
+        opened: Opened, decision: Decision, reason: str, identity: SignedIn | None
+    ) -> SignedDecision:
         case, req = opened.case, opened.request
         actor = f"employee:{req.approver_id}"
         people = rule_inputs(services, case)
@@ -338,7 +382,13 @@ def approvals_router(
                 actor=actor,
                 outcome=decision.value,
                 case_id=case.id,
-                details={"decision_id": stored.id, "plan_hash": req.plan_hash, "reason": reason},
+                details={
+                    "decision_id": stored.id,
+                    "plan_hash": req.plan_hash,
+                    "reason": reason,
+                    # how the approver was known: by sign-in, or (absent) by holding the link
+                    **({"identity": identity.evidence()} if identity else {}),
+                },
             )
             return stored
 

@@ -132,7 +132,7 @@ class RssSampler:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @staticmethod
-    def kind(cmdline: str, pid: int) -> str | None:
+    def kind(cmdline: str, pid: int, parent: str = "") -> str | None:
         if pid == os.getpid():
             return "service (web app + dispatcher)"
         if "prefect server start" in cmdline or ("uvicorn" in cmdline and "prefect" in cmdline):
@@ -143,6 +143,13 @@ class RssSampler:
             return "runner"
         if "slapd" in cmdline:
             return "slapd"
+        if "offboarding.orchestration.warm_client" in cmdline:
+            return "warm client (what Prefect starts)"
+        if "offboarding.orchestration.warm " in cmdline:
+            # a forked flow run has the starter's command line; its parent is the starter
+            if "offboarding.orchestration.warm " in parent:
+                return "flow run (forked, warm)"
+            return "warm starter"
         if "prefect.engine" in cmdline or "python" in cmdline:
             return "flow run"
         return None
@@ -169,15 +176,28 @@ class RssSampler:
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                 status = Path(f"/proc/{pid}/status").read_text()
+                ppid = re.search(r"PPid:\s+(\d+)", status)
+                parent = (
+                    Path(f"/proc/{ppid.group(1)}/cmdline")
+                    .read_bytes()
+                    .replace(b"\0", b" ")
+                    .decode()
+                    if ppid
+                    else ""
+                )
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
-            kind = self.kind(cmdline, pid)
+            kind = self.kind(cmdline, pid, parent)
             rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+            # the total counts proportional memory (PSS): forked flow runs share most of
+            # their pages with the warm starter, which RSS would count once per process
+            pss = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
             if kind is None or rss is None:
                 continue
             mib = int(rss.group(1)) / 1024
             self.peaks[kind] = max(self.peaks.get(kind, 0.0), mib)
-            totals[kind] = totals.get(kind, 0.0) + mib
+            totals[kind] = totals.get(kind, 0.0) + (int(pss.group(1)) / 1024 if pss else mib)
             counts[kind] = counts.get(kind, 0) + 1
         for kind, total in totals.items():
             self.totals[kind] = max(self.totals.get(kind, 0.0), total)
@@ -705,7 +725,7 @@ def report(
     for kind in sorted(largest):
         print(
             f"  peak RSS {kind}: {largest[kind]:.0f} MiB per process, "
-            f"{totals[kind]:.0f} MiB all together, at most {counts[kind]} at once"
+            f"{totals[kind]:.0f} MiB all together (PSS), at most {counts[kind]} at once"
         )
     floor_median = statistics.median(took)
     print(

@@ -135,3 +135,14 @@ def run_of(stack: Any, case_id: str, timeout: float = 180) -> str:
                 return str(case.flow_run_id)
         time.sleep(0.1)
     raise AssertionError(f"no flow run was created for case {case_id} within {timeout:.0f} s")
+
+
+def until(condition: Any, what: str, timeout: float = 60) -> Any:
+    """Poll `condition` until it gives something true; its value, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

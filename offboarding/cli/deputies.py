@@ -47,9 +47,11 @@ def deputy_add(
     ],
     valid_until: Annotated[str, typer.Option("--until", help="Last day, included (YYYY-MM-DD).")],
 ) -> None:
-    """Name a deputy: while active, approval requests to the manager also go to the deputy."""
+    """Name a deputy: while active, approval requests to the manager also go to the deputy.
+
+    The deputy is told by mail; cases already waiting for the manager reach them at once."""
     from approvals.deputies import DeputyProblem, name_deputy, period_of_days
-    from approvals.requests import ask_waiting_cases
+    from approvals.deputy_pages import after_naming
 
     first, last = _day(valid_from, "--from"), _day(valid_until, "--until")
     services = _services()
@@ -69,7 +71,7 @@ def deputy_add(
         f"deputy {row.id}: {row.deputy_id} stands in for {row.manager_id} from {first} "
         f"until {last} (both included, {services.settings.zone})"
     )
-    for link in ask_waiting_cases(services):
+    for link in after_naming(services, row):
         typer.echo(f"asked on a waiting case: {link.approver.display_name} <{link.approver.email}>")
         if services.uses_outbox:
             typer.echo(f"  {link.url}")
@@ -143,16 +145,42 @@ def deputy_end(
 @deputy_app.command("link")
 def deputy_link(
     manager_id: Annotated[str, typer.Argument(help="The manager's employee id.")],
+    mail: Annotated[
+        bool | None,
+        typer.Option(
+            "--mail/--print",
+            help="Mail the link to the manager, or print it here. Default: mail when [smtp] "
+            "is configured, print when mail only goes to the outbox.",
+        ),
+    ] = None,
 ) -> None:
-    """Print a personal signed link (valid 72 hours) where the manager names a deputy."""
-    from approvals.deputies import LINK_HOURS
-    from approvals.deputy_pages import deputy_url
+    """A personal signed link (valid 72 hours) where the manager names a deputy: mailed to
+    the manager in their language, or printed."""
+    from approvals.deputies import LINK_HOURS, DeputyProblem, may_name_deputies
+    from approvals.deputy_pages import deputy_url, mail_deputy_link
+    from offboarding.notification.mail import MailError
 
     services = _services()
-    manager = services.people.find_person(manager_id)
-    known = {p.employee_id.casefold() for p in services.people.managers()}
-    if manager is None or manager.employee_id.casefold() not in known:
-        _fail(f"{manager_id} is not a manager in the people directory: only managers name deputies")
+    manager = may_name_deputies(services, manager_id)
+    if manager is None:
+        _fail(
+            f"{manager_id} is not a manager or approver in the people directory: only they "
+            "name deputies"
+        )
+    send = not services.uses_outbox if mail is None else mail
+    if send:
+        try:
+            mail_deputy_link(services, manager, actor=_operator())
+        except DeputyProblem as exc:
+            _fail(str(exc))
+        except MailError as exc:
+            _fail(f"the link was not mailed to {manager.email}: {exc}")
+        where = f"the outbox ({services.settings.outbox_dir})" if services.uses_outbox else "mail"
+        typer.echo(
+            f"mailed {manager.display_name} <{manager.email}> their personal link "
+            f"(valid {LINK_HOURS} hours) via {where}"
+        )
+        return
     assert services.deputy_links is not None  # build_services always makes one
     token = services.deputy_links.issue(manager.employee_id)
     typer.echo(f"link for {manager.display_name} (valid {LINK_HOURS} hours, personal):")

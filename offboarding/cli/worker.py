@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def worker(
     the Prefect API at PREFECT_API_URL, default the local server on --prefect-port. Give
     each worker on one machine its own --number.
     """
-    from offboarding.orchestration.runner import project_root, work_pool_name
+    from offboarding.orchestration.runner import project_root, warm_starter, work_pool_name
+    from offboarding.orchestration.warm_client import SOCKET_ENV
     from offboarding.wiring.service import (
         prefect_env,
         production_problem,
@@ -57,9 +59,12 @@ def worker(
     name = worker_name(settings.instance, number)
     _say(f"Worker {name} for work pool {pool!r} at {env['PREFECT_API_URL']}; Ctrl-C stops it.")
     try:
-        done = subprocess.run(  # noqa: S603 - a fixed argument list
-            worker_command(pool, name), env=env, cwd=project_root(), check=False
-        )
+        with warm_starter(env=env) if settings.warm_start else contextlib.nullcontext() as socket:
+            if socket is not None:  # this worker's flow runs fork from it
+                env[SOCKET_ENV] = socket
+            done = subprocess.run(  # noqa: S603 - a fixed argument list
+                worker_command(pool, name), env=env, cwd=project_root(), check=False
+            )
     except KeyboardInterrupt:
         _fail("Worker stopped.", 130)
     if done.returncode not in (0, -2, 130):

@@ -57,6 +57,7 @@ class DecisionRow:
     plan_version: int | None
     reason: str
     seq: int | None
+    signed_in_as: str = ""  # the account that proved the approver by signing in, if any
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,14 @@ def plan_version(record: RevocationPlanRecord, plan: RevocationPlan | None) -> P
     )
 
 
+def _signed_in_as(event: Event | None) -> str:
+    """The account a decision's approver signed in with (approver sign-in), else ""."""
+    identity = event.details.get("identity") if event else None
+    if not isinstance(identity, dict) or identity.get("proven_by") != "entra_sign_in":
+        return ""
+    return f"{identity.get('value', '')} ({identity.get('claim', '')})"
+
+
 def decision_rows(
     stored: list[ApprovalDecision], events: list[Event], records: list[RevocationPlanRecord]
 ) -> list[DecisionRow]:
@@ -139,6 +147,7 @@ def decision_rows(
                 plan_version=versions.get(row.plan_hash),
                 reason=row.reason,
                 seq=event.seq if event else None,
+                signed_in_as=_signed_in_as(event),
             )
         )
     for event in events:  # an event whose stored decision is gone: shown as recorded
@@ -154,6 +163,7 @@ def decision_rows(
                     plan_version=versions.get(plan_hash),
                     reason=str(event.details.get("reason", "")),
                     seq=event.seq,
+                    signed_in_as=_signed_in_as(event),
                 )
             )
     return sorted(rows, key=lambda r: (r.seq is None, r.seq or 0))

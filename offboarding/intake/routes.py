@@ -43,6 +43,7 @@ from offboarding.intake.hris import (
     verify_signature,
 )
 from offboarding.wiring.services import Services
+from offboarding.wiring.settings import Settings
 
 log = structlog.get_logger(__name__)
 MAX_EVENT_BYTES = 64 * 1024
@@ -344,17 +345,28 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
 
 @dataclass(frozen=True)
 class VendorAdapter:
-    """One HR system's webhook: its module and the setting holding its secret."""
+    """One HR system's webhook: its module and the setting holding its secret. `parse` runs
+    in a worker thread: it may ask the vendor's API (AFAS: a GetConnector)."""
 
     name: str
     setting: str
     verify: Callable[..., None]
-    parse: Callable[[bytes], adapters.Notice | None]
+    parse: Callable[[bytes, Settings], adapters.Notice | None]
 
 
 VENDORS = (
-    VendorAdapter(personio.NAME, "personio_webhook_token", personio.verify, personio.parse),
-    VendorAdapter(afas.NAME, "afas_webhook_password", afas.verify, afas.parse),
+    VendorAdapter(
+        personio.NAME,
+        "personio_webhook_token",
+        personio.verify,
+        lambda body, _settings: personio.parse(body),
+    ),
+    VendorAdapter(
+        afas.NAME,
+        "afas_webhook_password",
+        afas.verify,
+        lambda body, settings: afas.parse(body, settings.afas),
+    ),
 )
 
 
@@ -428,9 +440,13 @@ def vendor_routes(
                 except SignatureError as exc:
                     raise Refused(401, "unauthorized", f"{adapter.name}: {exc}") from exc
                 try:
-                    notice = adapter.parse(body)
+                    notice = await in_thread(adapter.parse, body, settings)
                 except adapters.VendorPayloadError as exc:
                     raise Refused(422, "malformed", exc.problems, event_id=exc.event_id) from exc
+                except afas.AfasUnavailable as exc:
+                    raise Refused(
+                        503, "vendor_unavailable", str(exc), event_id=exc.event_id
+                    ) from exc
                 except adapters.Unmappable as exc:
                     raise Refused(503, "unmappable", str(exc), event_id=exc.event_id) from exc
                 if notice is None:
@@ -468,7 +484,10 @@ def vendor_routes(
                 404: {"description": "This vendor's secret is not configured"},
                 409: {"description": "A case for this employee is already open"},
                 422: {"description": "Vendor field or URL option missing, or unknown person"},
-                503: {"description": "Authentic, but cannot be mapped to an employee yet"},
+                503: {
+                    "description": "Authentic, but cannot be mapped to an employee now "
+                    "(the vendor's API is not configured, unreachable or refused the token)"
+                },
             },
         )
 

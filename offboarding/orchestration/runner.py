@@ -8,11 +8,18 @@ installations can share one Prefect server without running each other's cases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from prefect.client.orchestration import PrefectClient
@@ -23,12 +30,19 @@ from prefect.runner import Runner
 from prefect.schedules import Cron
 
 import flows
+from offboarding.orchestration.warm_client import SOCKET_ENV
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.settings import get_settings
 
+WARM_COMMAND = f"{sys.executable} -S -m offboarding.orchestration.warm_client"
+
 
 class _Runner(Runner):
-    """Prefect's runner with a SIGTERM that stops it cleanly.
+    """Prefect's runner with a SIGTERM that stops it cleanly, and warm starts.
+
+    Warm starts (`warm=True`): each flow run is started with the warm client's command
+    (forked from the warm starter, see `offboarding.orchestration.warm`) instead of a new
+    interpreter that imports everything again.
 
     Prefect 3.8's own handler calls the async `stop()` from inside the event loop (the
     coroutine is never awaited) and exits in the middle of the loop. Here SIGTERM ends
@@ -36,6 +50,29 @@ class _Runner(Runner):
     process group and so got the same SIGTERM. Runs are not cancelled: a run cut short
     ends CRASHED, and the service reschedules it.
     """
+
+    def __init__(self, *args: Any, warm: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._warm = warm
+
+    async def __aenter__(self) -> _Runner:
+        entered = await super().__aenter__()
+        poller = getattr(self, "_scheduled_run_poller", None)
+        if self._warm and poller is not None:
+            # Prefect 3.8 builds an EngineCommandStarter (`python -m prefect.engine`) per
+            # run of a served deployment; the same starter, with our command
+            from prefect.runner._starter_engine import EngineCommandStarter
+
+            resolve = poller._resolve_starter
+
+            def warm_starter_for(flow_run: Any) -> Any:
+                starter = resolve(flow_run)
+                if isinstance(starter, EngineCommandStarter) and starter._command is None:
+                    starter._command = WARM_COMMAND
+                return starter
+
+            poller._resolve_starter = warm_starter_for
+        return entered
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
         self._logger.info("SIGTERM received, stopping")
@@ -84,6 +121,46 @@ def served_deployments(instance: str, path: Path | None = None) -> list[RunnerDe
     return built
 
 
+def deployment_modules(path: Path | None = None) -> list[str]:
+    """The modules prefect.yaml's entrypoints live in (what a flow-run process imports)."""
+    spec = yaml.safe_load((path or deployments_file()).read_text())
+    names = [e["entrypoint"].split(":", 1)[0] for e in spec["deployments"]]
+    return sorted({name.removesuffix(".py").replace("/", ".") for name in names})
+
+
+@contextlib.contextmanager
+def warm_starter(
+    *, env: dict[str, str] | None = None, log: IO[bytes] | None = None, timeout: float = 120.0
+) -> Iterator[str | None]:
+    """Start the warm starter; yields its socket (None if it did not come up: runs then
+    start cold). Flow runs find it through OFFBOARDING_WARM_SOCKET in their environment.
+    It is stopped, and its socket removed, on exit."""
+    folder = Path(tempfile.mkdtemp(prefix="offboarding-warm-"))  # short: a socket path
+    path = folder / "starter.sock"
+    process = subprocess.Popen(  # noqa: S603 - a fixed argument list
+        [sys.executable, "-m", "offboarding.orchestration.warm", "--socket", str(path)],
+        cwd=project_root(),
+        env=env,  # what its flow runs will see (the modules it imports read some of it)
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        up = path.exists() and process.poll() is None
+        yield str(path) if up else None
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- production mode: the same deployments, run by the workers of a process work pool ------
 
 
@@ -129,6 +206,7 @@ async def register_with_pool(
     *,
     root: Path,
     path: Path | None = None,
+    warm: bool = False,
 ) -> list[str]:
     """Create (or update) this installation's deployments on the work pool, as
     `prefect deploy --all` does from prefect.yaml: same names, entrypoints, schedules, job
@@ -151,7 +229,7 @@ async def register_with_pool(
             entrypoint=entry["entrypoint"],
             work_pool_name=pool["name"],
             work_queue_name=pool.get("work_queue_name"),
-            job_variables=pool.get("job_variables") or {},
+            job_variables={**(pool.get("job_variables") or {}), **warm_job_variables(warm)},
             pull_steps=[
                 {"prefect.deployments.steps.set_working_directory": {"directory": str(root)}}
             ],
@@ -164,7 +242,15 @@ async def register_with_pool(
     return registered
 
 
-def prepare_production(api_url: str, instance: str, concurrency_limit: int) -> str:
+def warm_job_variables(warm: bool) -> dict[str, str]:
+    """A process worker starts our warm client instead of `python -m prefect.engine`; the
+    client starts cold by itself where no warm starter runs next to the worker."""
+    return {"command": WARM_COMMAND} if warm else {}
+
+
+def prepare_production(
+    api_url: str, instance: str, concurrency_limit: int, *, warm: bool = False
+) -> str:
     """The work pool ready and this installation's deployments on it; returns the pool's name."""
     name = work_pool_name()
     deployments = served_deployments(instance)
@@ -172,7 +258,7 @@ def prepare_production(api_url: str, instance: str, concurrency_limit: int) -> s
     async def prepare() -> None:
         async with PrefectClient(api_url) as client:
             await prepare_work_pool(client, name, concurrency_limit)
-            await register_with_pool(client, deployments, root=project_root())
+            await register_with_pool(client, deployments, root=project_root(), warm=warm)
 
     asyncio.run(prepare())
     return name
@@ -186,10 +272,15 @@ def project_root() -> Path:
 def main() -> None:
     configure_logging()
     settings = get_settings()
-    runner = _Runner(pause_on_shutdown=True)  # what prefect.serve() does, with our SIGTERM
-    for deployment in served_deployments(settings.instance):
-        runner.add_deployment(deployment)
-    asyncio.run(runner.start())
+    with contextlib.ExitStack() as stack:
+        socket = stack.enter_context(warm_starter()) if settings.warm_start else None
+        if socket is not None:  # the flow-run processes inherit it
+            os.environ[SOCKET_ENV] = socket
+        # what prefect.serve() does, with our SIGTERM
+        runner = _Runner(pause_on_shutdown=True, warm=socket is not None)
+        for deployment in served_deployments(settings.instance):
+            runner.add_deployment(deployment)
+        asyncio.run(runner.start())
 
 
 if __name__ == "__main__":

@@ -402,6 +402,19 @@ def run_service(
         else:
             _start_runner(running, child_env, logs_dir, stack, quiet=quiet)
 
+        from offboarding.orchestration.automations import ensure_attention_automation
+
+        # management hears on its webhook of a case in needs attention; matched by the
+        # deployment's name, so a runner still registering it is no problem
+        ensure_attention_automation(
+            running.api_url,
+            settings.deployment,
+            settings.attention_webhook_url,
+            instance=settings.instance,
+            ui_url=running.prefect_ui_url,
+            include_crashes=False,  # a crashed run is restarted by the service itself
+        )
+
         from offboarding.wiring.services import build_services
         from offboarding.wiring.web import create_app
 
@@ -471,12 +484,23 @@ def _start_workers(
     installation's deployments on it, and `settings.workers` process workers. A worker
     starts each flow run as a process in the project directory (the deployments' pull step),
     with the environment it has: the same settings as this process."""
-    from offboarding.orchestration.runner import prepare_production, project_root
+    from offboarding.orchestration.runner import prepare_production, project_root, warm_starter
+    from offboarding.orchestration.warm_client import SOCKET_ENV
 
     settings = running.settings
     running.work_pool = prepare_production(
-        running.api_url, settings.instance, settings.work_pool_concurrency
+        running.api_url,
+        settings.instance,
+        settings.work_pool_concurrency,
+        warm=settings.warm_start,
     )
+    if settings.warm_start:  # one warm starter for this machine's workers
+        starter_log = (
+            stack.enter_context(open(logs_dir / "warm-starter.log", "ab")) if quiet else None
+        )
+        socket = stack.enter_context(warm_starter(env=child_env, log=starter_log))
+        if socket is not None:
+            child_env = {**child_env, SOCKET_ENV: socket}
     for number in range(1, settings.workers + 1):
         worker_log = (
             stack.enter_context(open(logs_dir / f"worker-{number}.log", "ab")) if quiet else None

@@ -54,6 +54,72 @@ class PeopleSettings(BaseModel):
     connector: str = "directory"  # name of a configured connector that can act as directory
 
 
+class EntraSignInSettings(BaseModel):
+    """Approvers prove who they are by signing in with Microsoft Entra ID (authorization code
+    flow with PKCE) before an approval page accepts their decision. Unset: the link is the proof."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr
+    # where the authority lives: Microsoft's cloud, or another (a national cloud, a test fake)
+    authority_host: str = "https://login.microsoftonline.com"
+    # the ID token claim compared (case-insensitively) with the approver's e-mail address
+    match_claim: str = "preferred_username"
+    # a CA bundle (PEM) to trust for the authority, when it is not in the system's store
+    ca_file: Path | None = None
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_guid(cls, value: str) -> str:
+        """One tenant, by its ID: the ID token's `tid` is compared with it."""
+        if not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", value):
+            raise ValueError(
+                f"approver_sign_in.tenant_id {value!r} is not a tenant ID: use the Directory "
+                "(tenant) ID, a GUID, from the app registration's Overview page"
+            )
+        return value
+
+    @field_validator("authority_host")
+    @classmethod
+    def _https_authority(cls, value: str) -> str:
+        if not re.fullmatch(r"https://[^/?#\s]+/?", value):
+            raise ValueError(
+                f"approver_sign_in.authority_host {value!r} must be an https URL without a "
+                "path, e.g. https://login.microsoftonline.com"
+            )
+        return value.rstrip("/")
+
+
+class AfasSettings(BaseModel):
+    """AFAS Profit's REST API, to resolve a webhook's dossier item into the leaver through a
+    GetConnector the HR administrator publishes in Profit (see the README, "HR-system
+    adapters", for the fields it must return)."""
+
+    environment: str = Field(pattern=r"^[0-9]{1,10}$")  # the number, e.g. "12345" of O12345AA
+    # the app connector's user token: its <data>, or the whole <token><version>1</version>...
+    token: SecretStr
+    get_connector: str = Field(default="Offboarding_Dossieritems", pattern=r"^[A-Za-z0-9_]{1,100}$")
+    base_url: str | None = None  # default https://<environment>.rest.afas.online/ProfitRestServices
+    # the whole lookup, connecting included: AFAS gives a webhook 2 s for its answer, and the
+    # people directory and the database need the rest
+    timeout_seconds: float = Field(default=1.5, gt=0, le=10)
+    # values of the GetConnector's ReasonEndEmployment ("Reden uit dienst") that mean instant
+    # dismissal ("ontslag op staande voet"): the case is urgent
+    urgent_reasons: list[str] = Field(default_factory=list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        """The token travels in a header: only over TLS, except to this machine."""
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        loopback = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/|$)", value)
+        if not value.startswith("https://") and loopback is None:
+            raise ValueError("must start with https:// (http only to 127.0.0.1 or localhost)")
+        return value
+
+
 def _secret_key(key: str) -> bool:
     return any(hint in key.lower() for hint in ("password", "secret", "token", "key"))
 
@@ -96,6 +162,9 @@ class Settings(BaseSettings):
     prefect_host: str = "127.0.0.1"
     workers: int = Field(default=1, ge=0, le=32)
     work_pool_concurrency: int = Field(default=4, ge=1, le=1000)
+    # Flow-run processes forked from a warm starter that has imported Prefect and the flows
+    # once (see offboarding/orchestration/warm.py); off: a new interpreter per flow run.
+    warm_start: bool = True
 
     hris_secret: SecretStr = SecretStr(DEV_HRIS_SECRET)
     hris_previous_secret: SecretStr | None = None  # accepted too, during key rotation
@@ -103,14 +172,19 @@ class Settings(BaseSettings):
     # HR-system adapters (POST /hris/personio, /hris/afas); a route answers 404 until set
     personio_webhook_token: SecretStr | None = None  # the webhook's `token` in Personio
     afas_webhook_password: SecretStr | None = None  # the webhook's password in AFAS Profit
+    afas: AfasSettings | None = None  # resolves AFAS notifications into leavers
     signing_key: SecretStr = SecretStr(DEV_SIGNING_KEY)
 
     approval_ttl_hours: int = 72
+    approver_sign_in: EntraSignInSettings | None = None  # see EntraSignInSettings
     retention_days: int = Field(default=365, ge=1)  # personal data of closed cases, then erased
     timezone: str = "Europe/Amsterdam"
     end_of_day: str = "23:59"  # when a future last working day's run starts, local time
     default_language: Literal["nl", "en"] = "en"
     sender: str = "offboarding@localhost"
+    # A Prefect automation posts to this webhook (Microsoft Teams, Slack or any URL taking a
+    # JSON POST) when a case's run stops in needs attention; unset: mail and overview only.
+    attention_webhook_url: SecretStr | None = None
 
     smtp: SmtpSettings | None = None
     people: PeopleSettings = PeopleSettings()
@@ -292,6 +366,9 @@ class Settings(BaseSettings):
                 for name in ("personio_webhook_token", "afas_webhook_password")
                 if (value := getattr(self, name)) is not None and len(value.get_secret_value()) < 16
             ]
+            sign_in = self.approver_sign_in
+            if sign_in is not None and len(sign_in.client_secret.get_secret_value()) < 16:
+                weak.append("OFFBOARDING_APPROVER_SIGN_IN__CLIENT_SECRET")
             if weak:
                 raise ValueError(
                     "refusing to start in production with a default or short secret: set "

@@ -168,6 +168,12 @@ def test_a_leaver_is_offboarded_by_the_pools_workers(production: ProductionStack
     assert run["work_pool_name"] == POOL
     ours = {f"prefect.worker.process.{slugify(w['name'])}" for w in workers_of_pool(api)}
     assert first_worker in ours
+    # both starts of the run (intake, and the wake-up after the approval) were forked by the
+    # machine's warm starter, not new interpreters
+    starter_log = (stack.settings.home / "logs" / "warm-starter.log").read_text()
+    assert starter_log.count(f"warm start of flow run {flow_run_id}:") == 2, starter_log
+    deployment = httpx.get(f"{api}/deployments/name/{stack.settings.deployment}", timeout=30)
+    assert "warm_client" in deployment.json()["job_variables"]["command"]
     assert groups_with(admin, stack.directory.groups_base, dn, uid) == []
     assert is_locked(admin, dn)
     assert not can_bind(stack.directory.url, dn, stack.password)

@@ -12,7 +12,7 @@ its value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,8 @@ class Notice:
     event_id: str  # vendor-prefixed, stable across the vendor's retries
     occurred_at: datetime
     employee_id: str
+    last_working_day: date | None = None  # the vendor's own; else the day it occurred
+    urgent: bool = False  # the vendor says so (AFAS: instant dismissal)
 
 
 class VendorPayloadError(Exception):
@@ -84,7 +86,8 @@ def termination_event(
     notice: Notice, person: Person, *, requested_by: str, urgent: bool, zone: ZoneInfo
 ) -> TerminationEvent:
     """The service's own event: the leaver's address and name from the people directory,
-    the last working day the day the HR system recorded the leaving (company timezone)."""
+    the last working day the vendor's, or else the day the HR system recorded the leaving
+    (company timezone); urgent when the webhook URL or the vendor says so."""
     return TerminationEvent.model_validate(
         {
             "id": notice.event_id,
@@ -95,8 +98,9 @@ def termination_event(
                 "email": person.email,
                 "display_name": person.display_name,
             },
-            "last_working_day": notice.occurred_at.astimezone(zone).date(),
-            "urgent": urgent,
+            "last_working_day": notice.last_working_day
+            or notice.occurred_at.astimezone(zone).date(),
+            "urgent": urgent or notice.urgent,
             "requested_by": requested_by,
         }
     )
