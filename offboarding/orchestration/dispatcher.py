@@ -36,7 +36,7 @@ from sqlmodel import Session, col, select
 
 from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
-from approvals.reminders import due_reminders, escalations, expired_cases
+from approvals.reminders import deputies_due, due_reminders, escalations, expired_cases
 from approvals.tokens import SignedDecision
 from offboarding.domain import audit
 from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, anchor_if_moved
@@ -145,12 +145,13 @@ class Dispatcher:
         await asyncio.gather(*(start(case) for case in pending))
 
     async def follow_approvals(self) -> None:
-        """Remind, escalate, and hand cases whose links all expired to a person (never
-        approve). Needs no Prefect."""
+        """Remind, escalate, ask deputies whose period started while a case waits, and hand
+        cases whose links all expired to a person (never approve). Needs no Prefect."""
         now = utcnow()
         try:  # a directory or mail server that is down must not hold up the rest of the pass
             await self._db(due_reminders, self.services, now)
             await self._db(escalations, self.services, now)
+            await self._db(deputies_due, self.services, now)
             for case, problem in await self._db(expired_cases, self.services, now):
                 await self._db(give_up, self.services, case, problem)
         except Exception as exc:  # noqa: BLE001 - tried again on the next pass
