@@ -143,7 +143,7 @@ class RssSampler:
             return "runner"
         if "slapd" in cmdline:
             return "slapd"
-        if "offboarding.orchestration.warm_client" in cmdline:
+        if "orchestration/warm_client.py" in cmdline:
             return "warm client (what Prefect starts)"
         if "offboarding.orchestration.warm " in cmdline:
             # a forked flow run has the starter's command line; its parent is the starter

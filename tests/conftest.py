@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import secrets
-import shutil
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +17,7 @@ import pytest
 import sqlalchemy
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
+from support import seed_prefect_database
 
 from demo.directory import LocalDirectory
 from demo.organisation import DemoOrg, seed_demo_org
@@ -137,30 +134,6 @@ class Stack:
         return self.services.engine
 
 
-_PREFECT_TEMPLATE: list[Path] = []
-
-
-def migrated_prefect_database(tmp: Path) -> Path:
-    """A Prefect SQLite database with Prefect's migrations applied, made once per test process:
-    each stack starts from a copy instead of migrating its own (about 15 s of CPU each)."""
-    if not _PREFECT_TEMPLATE:
-        home = tmp / "prefect-template"
-        home.mkdir(parents=True, exist_ok=True)
-        database = home / "prefect.db"
-        subprocess.run(
-            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-            env={
-                **os.environ,
-                "PREFECT_HOME": str(home),
-                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
-            },
-            check=True,
-            capture_output=True,
-        )
-        _PREFECT_TEMPLATE.append(database)
-    return _PREFECT_TEMPLATE[0]
-
-
 def start_stack(
     tmp: Path,
     database_url: str | None,
@@ -189,9 +162,7 @@ def start_stack(
             **overrides,
         )
         if settings.resolved_prefect_database_url.startswith("sqlite"):
-            prefect_home = settings.home / "prefect"
-            prefect_home.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(migrated_prefect_database(tmp.parent), prefect_home / "prefect.db")
+            seed_prefect_database(settings.home, tmp.parent)
         with run_service(settings, quiet=True) as running:
             services = build_services(settings, engine=make_engine(settings.resolved_database_url))
             yield Stack(running, settings, services, directory, org, password, mailbox)

@@ -27,7 +27,12 @@ def random_secret() -> str:
 
 # -- the running service ----------------------------------------------------
 
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
@@ -146,3 +151,37 @@ def until(condition: Any, what: str, timeout: float = 60) -> Any:
             return found
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- Prefect's own database, migrated once per test process -------------------------------
+
+_PREFECT_TEMPLATE: list[Path] = []
+
+
+def migrated_prefect_database(tmp: Path) -> Path:
+    """A Prefect SQLite database with Prefect's migrations applied, made once per test process:
+    each stack starts from a copy instead of migrating its own (about 15 s of CPU each)."""
+    if not _PREFECT_TEMPLATE:
+        home = tmp / "prefect-template"
+        home.mkdir(parents=True, exist_ok=True)
+        database = home / "prefect.db"
+        subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+            env={
+                **os.environ,
+                "PREFECT_HOME": str(home),
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
+            },
+            check=True,
+            capture_output=True,
+        )
+        _PREFECT_TEMPLATE.append(database)
+    return _PREFECT_TEMPLATE[0]
+
+
+def seed_prefect_database(home: Path, tmp: Path) -> None:
+    """Give the data dir `home` a copy of the migrated Prefect database, as if `up` had run
+    before: its Prefect server then starts without running Prefect's migrations."""
+    prefect_home = home / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_prefect_database(tmp), prefect_home / "prefect.db")

@@ -34,7 +34,9 @@ from offboarding.orchestration.warm_client import SOCKET_ENV
 from offboarding.wiring.logging import configure_logging
 from offboarding.wiring.settings import get_settings
 
-WARM_COMMAND = f"{sys.executable} -S -m offboarding.orchestration.warm_client"
+# by path, not -m: a process worker starts it in a temporary directory, and -S (no site, so
+# no editable install on the path) keeps it to the standard library
+WARM_COMMAND = f"{sys.executable} -S {Path(__file__).with_name('warm_client.py')}"
 
 
 class _Runner(Runner):

@@ -1,6 +1,6 @@
 """The flow-run command of a warm start: hand this process's run to the warm starter.
 
-Prefect starts `python -S -m offboarding.orchestration.warm_client` where it would start
+Prefect starts `python -S …/offboarding/orchestration/warm_client.py` where it would start
 `python -m prefect.engine` (the runner, or a process worker through the deployment's
 `command`). This process imports nothing but the standard library (-S: not even site), so it
 is up in milliseconds. It passes its environment, working directory and standard streams to

@@ -391,9 +391,9 @@ def run_service(
             process=server,
             prefect_home=Path(env_prefect["PREFECT_HOME"]),
             log=logs_dir / "prefect-server.log",
-            # on a new PostgreSQL database, Prefect first runs its migrations: minutes on a
-            # busy machine
-            timeout=90
+            # on a new database, Prefect first runs its migrations: minutes on a busy
+            # machine (PostgreSQL more than SQLite)
+            timeout=180
             if "sqlite" in env_prefect["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
             else 300,
         )

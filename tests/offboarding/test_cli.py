@@ -21,7 +21,15 @@ from pathlib import Path
 import httpx
 import ldap3
 import pytest
-from support import csrf_of, decide, groups_with, is_locked, text_of, wait_for_state
+from support import (
+    csrf_of,
+    decide,
+    groups_with,
+    is_locked,
+    seed_prefect_database,
+    text_of,
+    wait_for_state,
+)
 
 from demo.directory import LocalDirectory
 from offboarding.wiring.processes import free_port
@@ -303,6 +311,7 @@ def test_up_runs_the_service_from_the_config_file_and_stops_on_ctrl_c(run_cli, t
     with LocalDirectory.start(tmp_path / "slapd", admin_password=admin_password) as directory:
         home = tmp_path / "home"
         home.mkdir()
+        seed_prefect_database(home, tmp_path)  # `demo` runs Prefect's migrations; not again
         (home / "config.toml").write_text(
             f"""
 [[connectors]]

@@ -20,6 +20,7 @@ from pathlib import Path
 import ldap3
 import pytest
 from sqlmodel import Session, select
+from support import seed_prefect_database
 
 from connectors.base import Leaver
 from demo.directory import LocalDirectory
@@ -411,6 +412,7 @@ def test_plan_reports_an_unknown_person_and_a_failing_connector(run, home, direc
 def test_ctrl_c_stops_up_without_warnings(home) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group."""
     (home / "config.toml").write_text(unreachable_directory(free_port()))
+    seed_prefect_database(home, home.parent)  # Prefect's migrations are not under test here
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OFFBOARDING_")}
     ports = ["--port", str(free_port()), "--prefect-port", str(free_port())]
     process = subprocess.Popen(

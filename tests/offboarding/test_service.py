@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy
-from support import wait_for_state
+from support import seed_prefect_database, until, wait_for_state
 
 from flows.apply_retention import apply_retention
 from flows.offboard_leaver import offboard_leaver
@@ -52,17 +51,10 @@ def settings_for(home: Path, database_url: str | None = None, **overrides: Any) 
         "connectors": [UNREACHABLE_DIRECTORY],
         **overrides,
     }
-    return Settings(**values)
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    settings = Settings(**values)
+    if settings.resolved_prefect_database_url.startswith("sqlite"):
+        seed_prefect_database(home, home.parent)  # Prefect's migrations are not under test here
+    return settings
 
 
 def start_run(api_url: str, deployment: str, case_id: str) -> str:
@@ -269,7 +261,7 @@ def test_after_a_killed_service_the_next_start_cleans_up(  # type: ignore[no-unt
     tmp_path: Path, database_url: str
 ) -> None:
     settings = settings_for(tmp_path / "home", database_url)
-    settings.home.mkdir(parents=True)
+    settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / "config.toml").write_text(
         f'database_url = "{database_url}"\n[[connectors]]\n'
         + "".join(f'{k} = "{v}"\n' for k, v in UNREACHABLE_DIRECTORY.items())

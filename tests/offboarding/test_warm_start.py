@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import until
 
-from offboarding.orchestration.runner import WARM_COMMAND, project_root, warm_starter
+from offboarding.orchestration.runner import WARM_COMMAND, warm_starter
 from offboarding.orchestration.warm_client import SOCKET_ENV
 
 
@@ -56,6 +57,7 @@ def silent_api() -> Iterator[str]:
 
 
 def client(run_id: str, socket_path: str | None, api: str = "http://127.0.0.1:9/api"):  # type: ignore[no-untyped-def]
+    """The warm command as a process worker starts it: in a directory of its own."""
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
     env.update(PREFECT__FLOW_RUN_ID=run_id, PREFECT_API_URL=api)
     if socket_path:
@@ -63,7 +65,7 @@ def client(run_id: str, socket_path: str | None, api: str = "http://127.0.0.1:9/
     return subprocess.Popen(
         WARM_COMMAND.split(),
         env=env,
-        cwd=project_root(),
+        cwd=tempfile.mkdtemp(prefix="flow-run-"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -85,17 +87,20 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_the_client_imports_nothing_but_the_standard_library() -> None:
-    """What makes it fast: -S (no site), and a module that imports only the stdlib."""
+def test_the_client_imports_nothing_but_the_standard_library(tmp_path: Path) -> None:
+    """What makes it fast: -S (no site), and a script that imports only the stdlib; run
+    from elsewhere, as a process worker runs it (in a temporary directory)."""
+    python, _, script = WARM_COMMAND.split()
     done = subprocess.run(
         [
-            *WARM_COMMAND.split()[:2],
+            python,
+            "-S",
             "-c",
-            "import sys, offboarding.orchestration.warm_client as c;"
+            f"import runpy, sys; runpy.run_path({script!r});"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('prefect', 'pydantic', 'sqlalchemy', 'httpx', 'anyio')))",
+            "('prefect', 'pydantic', 'sqlalchemy', 'httpx', 'anyio', 'offboarding')))",
         ],
-        cwd=project_root(),
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
