@@ -19,7 +19,13 @@ from sqlmodel import Session, col, select
 from approvals.decisions import settle
 from approvals.deputies import approvers_for, periods
 from approvals.ports import ApprovalPorts, ApprovalSettings
-from approvals.requests import IssuedLink, approval_url, ask_deputies, decision_context
+from approvals.requests import (
+    IssuedLink,
+    approval_url,
+    ask_deputies,
+    decision_context,
+    new_request,
+)
 from approvals.rules import Verdict, eligible_approvers
 from approvals.tokens import LinkClaims
 from connectors.base import Person
@@ -37,7 +43,7 @@ from offboarding.domain.models import (
 from offboarding.domain.plan import RevocationPlan
 from offboarding.domain.policy import Policy
 from offboarding.notification.mail import MailError, OutgoingEmail
-from offboarding.notification.rendering import pick_language, render_email
+from offboarding.notification.rendering import render_email
 
 log = structlog.get_logger(__name__)
 
@@ -314,16 +320,7 @@ def _claim_escalation(
     ttl: timedelta,
 ) -> ApprovalRequest | None:
     """The new request and its audit event, together; None when someone else was first."""
-    request = ApprovalRequest(
-        case_id=case.id,
-        plan_id=record.id,
-        plan_hash=record.plan_hash,
-        approver_id=person.employee_id,
-        approver_email=person.email,
-        language=pick_language(person.language, services.settings.default_language),
-        created_at=now,
-        expires_at=now + ttl,
-    )
+    request = new_request(services.settings.default_language, record, person, now, ttl)
 
     def claim(session: Session) -> bool:
         event = audit.append(

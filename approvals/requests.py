@@ -299,6 +299,26 @@ def ask_deputies(
     return issued
 
 
+def new_request(
+    default_language: str,
+    record: RevocationPlanRecord,
+    person: Person,
+    now: datetime,
+    ttl: timedelta,
+) -> ApprovalRequest:
+    """A request for `person` to decide on `record`, valid `ttl` from `now` (not yet stored)."""
+    return ApprovalRequest(
+        case_id=record.case_id,
+        plan_id=record.id,
+        plan_hash=record.plan_hash,
+        approver_id=person.employee_id,
+        approver_email=person.email,
+        language=pick_language(person.language, default_language),
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
 def _claim_deputy_request(
     services: ApprovalPorts,
     case: Case,
@@ -309,16 +329,7 @@ def _claim_deputy_request(
     ttl: timedelta,
 ) -> ApprovalRequest | None:
     """The deputy's new request and its audit event, together; None when it exists."""
-    request = ApprovalRequest(
-        case_id=case.id,
-        plan_id=record.id,
-        plan_hash=record.plan_hash,
-        approver_id=deputy.employee_id,
-        approver_email=deputy.email,
-        language=pick_language(deputy.language, services.settings.default_language),
-        created_at=now,
-        expires_at=now + ttl,
-    )
+    request = new_request(services.settings.default_language, record, deputy, now, ttl)
 
     def claim(session: Session) -> bool:
         stored = session.exec(
