@@ -4,7 +4,12 @@ Starts the whole service on its embedded defaults (SQLite, local Prefect server,
 outbox), a throwaway slapd with the demo organisation, and offboards Jan de Vries
 (E1042, five groups) several times, restoring his access between rounds.
 
-    .venv/bin/python benchmarks/time_to_revoke.py [--rounds 7]
+    .venv/bin/python benchmarks/time_to_revoke.py [--rounds 7] [--upgrade]
+
+`--upgrade` measures instant dismissal arriving late: a normal leaving waits for its approval,
+then HR's urgent event for the same person arrives; timed from that intake POST until the
+leaver's sign-in is locked in slapd (containment done, the rest still waiting for approval).
+Each round then approves, so the next starts from a closed case.
 """
 
 from __future__ import annotations
@@ -80,6 +85,73 @@ def run_of(settings: Settings, case_id: str) -> str:
         engine.dispose()
 
 
+def locked(directory: LocalDirectory, dn: str) -> bool:
+    conn = directory.admin_connection()
+    try:
+        conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["pwdAccountLockedTime"])
+        return bool(conn.entries and conn.entries[0]["pwdAccountLockedTime"].values)
+    finally:
+        conn.unbind()
+
+
+def approve(link: str) -> float:
+    """GET the approval page (until the run waits), POST approve; when the POST was sent."""
+    with httpx.Client(timeout=60) as browser:
+        page = browser.get(link)
+        while page.status_code != 200:  # the run may still be on its way to suspending
+            time.sleep(0.05)
+            page = browser.get(link)
+        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+        posted_at = time.time()
+        browser.post(link, data={"decision": "approve", "csrf_token": token}).raise_for_status()
+    return posted_at
+
+
+def wait_completed(running, flow_run_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    while True:
+        run = httpx.get(f"{running.api_url}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"):
+            break
+        time.sleep(0.05)
+    if run["state"]["type"] != "COMPLETED":
+        raise SystemExit(f"run ended {run['state']['type']}: {run['state'].get('message')}")
+    return run  # type: ignore[no-any-return]
+
+
+def upgrade_round(running, settings: Settings, org: DemoOrg, directory: LocalDirectory) -> float:  # type: ignore[no-untyped-def]
+    """Seconds from the urgent event's intake POST to the leaver's sign-in locked."""
+    from offboarding.intake.client import send_event, termination_event
+
+    since = time.time() - 0.5
+    response = send_leaver_event(running.web_url, settings, org)
+    response.raise_for_status()
+    case_id = response.json()["case_id"]
+    links: list[tuple[str, str]] = []
+    while not links:  # the case waits for its approval
+        time.sleep(0.05)
+        links = approval_links(settings.outbox_dir, since)
+    assert not locked(directory, org.leaver_dn)
+    urgent = termination_event(
+        employee_id=org.leaver_id,
+        email=org.leaver_email,
+        display_name=org.leaver_name,
+        requested_by=org.requester_id,
+        urgent=True,
+    )
+    t_upgrade = time.perf_counter()
+    answer = send_event(
+        base_url=running.web_url, secret=settings.hris_secret.get_secret_value(), event=urgent
+    )
+    if answer.status_code >= 300 or answer.json().get("case_id") != case_id:
+        raise SystemExit(f"the urgent event did not upgrade the case: {answer.text[:300]}")
+    while not locked(directory, org.leaver_dn):
+        time.sleep(0.02)
+    took = time.perf_counter() - t_upgrade
+    approve(links[0][1])
+    wait_completed(running, run_of(settings, case_id))
+    return took
+
+
 def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(seconds from intake to approval email, seconds from approval POST to completion)."""
     since = time.time() - 0.5
@@ -92,24 +164,8 @@ def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:
         time.sleep(0.05)
         links = approval_links(settings.outbox_dir, since)
     to_email = time.perf_counter() - t_intake
-    link = links[0][1]
-    with httpx.Client(timeout=60) as browser:
-        page = browser.get(link)
-        while page.status_code != 200:  # the run may still be on its way to suspending
-            time.sleep(0.05)
-            page = browser.get(link)
-        token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
-        posted_at = time.time()
-        result = browser.post(link, data={"decision": "approve", "csrf_token": token})
-        result.raise_for_status()
-    flow_run_id = run_of(settings, case_id)
-    while True:
-        run = httpx.get(f"{running.api_url}/flow_runs/{flow_run_id}").json()
-        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"):
-            break
-        time.sleep(0.05)
-    if run["state"]["type"] != "COMPLETED":
-        raise SystemExit(f"run ended {run['state']['type']}: {run['state'].get('message')}")
+    posted_at = approve(links[0][1])
+    run = wait_completed(running, run_of(settings, case_id))
     ended = datetime.fromisoformat(run["end_time"]).timestamp()
     return to_email, ended - posted_at
 
@@ -117,6 +173,7 @@ def one_round(running, settings: Settings, org: DemoOrg) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--upgrade", action="store_true", help="time an urgent upgrade instead")
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
     password = "Bench-" + secrets.token_urlsafe(8)
@@ -138,6 +195,20 @@ def main() -> None:
                     f"service up in {time.perf_counter() - started:.1f} s "
                     f"(Prefect server on SQLite, runner, web app)"
                 )
+                if args.upgrade:
+                    upgrades = []
+                    for n in range(1, args.rounds + 1):
+                        restore_leaver(directory, org, password)
+                        upgrades.append(upgrade_round(running, settings, org, directory))
+                        print(
+                            f"round {n}: urgent event POST -> sign-in locked {upgrades[-1]:.2f} s"
+                        )
+                    print(
+                        f"urgent upgrade -> containment done, median of {len(upgrades)}: "
+                        f"{statistics.median(upgrades):.2f} s "
+                        f"(min {min(upgrades):.2f}, max {max(upgrades):.2f})"
+                    )
+                    return
                 to_emails, to_done = [], []
                 for n in range(1, args.rounds + 1):
                     restore_leaver(directory, org, password)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,8 +16,12 @@ from offboarding.cli.app import HostOption, PortOption, PrefectPortOption, _fail
 from offboarding.cli.configuration import _database_problem, _require_connectors, _settings
 
 
-def _wait_forever() -> None:
+def _wait_forever(first: Callable[[], None] | None = None) -> None:
+    """Until Ctrl-C; `first` (announcing the service) runs inside, so a Ctrl-C that comes
+    the moment "Press Ctrl-C" is printed is a clean stop, not an interrupted start."""
     try:
+        if first is not None:
+            first()
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
@@ -48,8 +53,7 @@ def up(
     _require_connectors(settings)
     try:
         with run_service(settings, production=production) as running:
-            _announce(running)
-            _wait_forever()
+            _wait_forever(lambda: _announce(running))
     except RuntimeError as exc:  # a part of the service could not start: say which and why
         _fail(f"Could not start: {exc}")
     except KeyboardInterrupt:

@@ -212,9 +212,10 @@ def test_a_cancellation_withdraws_a_waiting_case_and_a_rehire_opens_a_new_one(
     assert any("geannuleerd" in str(m["Subject"]) for m in mails)  # Dutch readers in Dutch
     assert not is_locked(admin, dn)
     assert groups_with(admin, life.directory.groups_base, dn, "asmits") == groups
-    # the link decides nothing now
+    # the link decides nothing now, and says why: HR withdrew the case
     page = httpx.get(link_in(links[0]))
-    assert page.status_code == 409
+    assert page.status_code == 410
+    assert "withdrawn by HR" in page.text or "ingetrokken door HR" in page.text
     with Session(life.engine) as session:
         assert (
             session.exec(
