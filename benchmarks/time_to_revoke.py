@@ -138,6 +138,7 @@ def upgrade_round(running, settings: Settings, org: DemoOrg, directory: LocalDir
         requested_by=org.requester_id,
         urgent=True,
     )
+    upgraded_at = time.time() - 0.5
     t_upgrade = time.perf_counter()
     answer = send_event(
         base_url=running.web_url, secret=settings.hris_secret.get_secret_value(), event=urgent
@@ -147,6 +148,10 @@ def upgrade_round(running, settings: Settings, org: DemoOrg, directory: LocalDir
     while not locked(directory, org.leaver_dn):
         time.sleep(0.02)
     took = time.perf_counter() - t_upgrade
+    links = []  # the upgrade made a new plan: its links, not the first plan's, decide
+    while not links:
+        time.sleep(0.05)
+        links = approval_links(settings.outbox_dir, upgraded_at)
     approve(links[0][1])
     wait_completed(running, run_of(settings, case_id))
     return took
@@ -188,6 +193,8 @@ def main() -> None:
                 port=free_port(),
                 prefect_port=free_port(),
                 connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+                # an instant dismissal locks the account at once (the rest waits for approval)
+                **({"urgent_containment": ["account"]} if args.upgrade else {}),
             )
             started = time.perf_counter()
             with run_service(settings, quiet=True) as running:

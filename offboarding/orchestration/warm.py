@@ -131,8 +131,21 @@ def reap() -> None:
                 return
 
 
+def die_with_parent() -> int:
+    """SIGTERM this process when the process that started it dies (a killed runner, worker
+    or service leaves no starter behind); returns that parent's pid for a fallback check."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return parent
+
+
 def serve(path: Path) -> None:
     stopping = False
+    parent = die_with_parent()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -150,7 +163,7 @@ def serve(path: Path) -> None:
     gc.freeze()  # what is imported now stays shared with every forked process
     sys.stdout.flush()
     try:
-        while not stopping:
+        while not stopping and os.getppid() == parent:
             reap()
             try:
                 conn, _ = listener.accept()

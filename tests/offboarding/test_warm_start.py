@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -172,3 +173,50 @@ def test_a_stopped_starter_leaves_the_client_to_start_cold(tmp_path: Path) -> No
     process = client("after-stop", path)
     output, _ = process.communicate(timeout=180)
     assert process.returncode == 1 and "Invalid flow run id" in output, output
+
+
+def test_a_starter_whose_parent_is_killed_stops_too() -> None:
+    """A runner or worker killed with SIGKILL leaves no warm starter behind."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from offboarding.orchestration.runner import warm_starter\n"
+            "with warm_starter() as path:\n"
+            "    print(path, flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        socket_path = parent.stdout.readline().strip()
+        assert socket_path.endswith(".sock"), socket_path
+        starters = [
+            pid
+            for pid in children_of(parent.pid)
+            if b"orchestration.warm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(starters) == 1
+        parent.kill()
+        parent.wait()
+        until(lambda: not alive(starters[0]), "the starter to stop with its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
