@@ -18,6 +18,7 @@ A forked process watches its client: when the client is gone (killed), it ends t
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import json
@@ -115,12 +116,23 @@ def child(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
 
         traceback.print_exc()
     finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+        finish_like_an_interpreter()
         with contextlib.suppress(OSError):
             conn.sendall(f"exit {code}\n".encode())
         os._exit(code)
+
+
+def finish_like_an_interpreter() -> None:
+    """What a normal exit does before the process ends: Prefect's queue services (the API
+    log worker among them) drain at thread shutdown, other clean-ups run at exit. Skipping
+    them would lose the run's last log lines."""
+    with contextlib.suppress(Exception):
+        threading._shutdown()  # type: ignore[attr-defined]  # runs threading._register_atexit hooks
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def reap() -> None:
