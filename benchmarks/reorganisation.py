@@ -97,6 +97,7 @@ class SlowThrottledApp:
         self.recent: list[float] = []
         self.not_before: dict[str, float] = {}
         self.requests = self.throttled = self.too_early = 0
+        self.early: list[str] = []  # which requests came before their Retry-After
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         key = (
@@ -107,6 +108,7 @@ class SlowThrottledApp:
             self.requests += 1
             if now < self.not_before.get(key, 0.0):
                 self.too_early += 1
+                self.early.append(f"{key} ({self.not_before[key] - now:.2f} s early)")
             self.recent = [t for t in self.recent if t > now - 1.0] + [now]
             throttle = len(self.recent) > self.rate
             if throttle:
@@ -122,6 +124,9 @@ class SlowThrottledApp:
         return self.app(environ, start_response)
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class RssSampler:
     """Peak resident memory per kind of process under this one, sampled from /proc."""
@@ -129,6 +134,9 @@ class RssSampler:
     peaks: dict[str, float] = field(default_factory=dict)  # kind -> MiB, largest process
     totals: dict[str, float] = field(default_factory=dict)  # kind -> MiB, all of the kind
     counts: dict[str, int] = field(default_factory=dict)  # kind -> most processes at once
+    # CPU seconds per kind since reset(): each process's last reading minus its first
+    cpu_first: dict[int, float] = field(default_factory=dict)
+    cpu_last: dict[int, tuple[str, float]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @staticmethod
@@ -189,6 +197,7 @@ class RssSampler:
             except OSError:
                 continue
             kind = self.kind(cmdline, pid, parent)
+            self.note_cpu(pid, kind)
             rss = re.search(r"VmRSS:\s+(\d+) kB", status)
             # the total counts proportional memory (PSS): forked flow runs share most of
             # their pages with the warm starter, which RSS would count once per process
@@ -203,14 +212,31 @@ class RssSampler:
             self.totals[kind] = max(self.totals.get(kind, 0.0), total)
             self.counts[kind] = max(self.counts.get(kind, 0), counts[kind])
 
+    def note_cpu(self, pid: int, kind: str | None) -> None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return
+        seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+        self.cpu_first.setdefault(pid, seconds if pid in self.cpu_last else 0.0)
+        self.cpu_last[pid] = (kind or "other", seconds)
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds per kind since reset() (a process's last half second is missed)."""
+        used: dict[str, float] = {}
+        for pid, (kind, seconds) in self.cpu_last.items():
+            used[kind] = used.get(kind, 0.0) + seconds - self.cpu_first.get(pid, 0.0)
+        return used
+
     def run(self) -> None:
-        while not self.stopping.wait(0.25):
+        while not self.stopping.wait(0.5):
             self.sample()
 
     def reset(self) -> None:
         self.peaks.clear()
         self.totals.clear()
         self.counts.clear()
+        self.cpu_first = {pid: seconds for pid, (_kind, seconds) in self.cpu_last.items()}
 
 
 @contextlib.contextmanager
@@ -459,7 +485,7 @@ def one_leaver(
     while len({to for to, _ in links}) < approvals:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{leaver.employee_id}: no approval emails within 600 s")
-        time.sleep(0.2)
+        time.sleep(0.5)
         links = outbox.links_for(timing.case_id)
     chosen = list({to: link for to, link in links}.values())[:approvals]
     timing.approved_at = max(approve(link) for link in chosen)
@@ -555,6 +581,21 @@ def wait_state(api: str, run_id: str, states: set[str], timeout: float = 600) ->
     raise RuntimeError(f"flow run {run_id} did not reach {states} within {timeout:.0f} s")
 
 
+def run_states(api: str, run_ids: list[str]) -> dict[str, str]:
+    """The state type of each of these flow runs, in one request per 200 runs."""
+    import httpx
+
+    found: dict[str, str] = {}
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, len(run_ids), 200):
+            runs = client.post(
+                f"{api}/flow_runs/filter",
+                json={"flow_runs": {"id": {"any_": run_ids[start : start + 200]}}, "limit": 200},
+            ).json()
+            found.update({run["id"]: run["state"]["type"] for run in runs if run.get("state")})
+    return found
+
+
 # -- the benchmark ------------------------------------------------------------------------------
 
 
@@ -637,21 +678,7 @@ def one_size(
                 deadline = time.monotonic() + args.deadline
                 open_runs = {t.run_id: t for t in timings}
                 while open_runs and time.monotonic() < deadline:
-                    for run_id in list(open_runs):
-                        state = wait_state(
-                            running.api_url,
-                            run_id,
-                            {
-                                "COMPLETED",
-                                "FAILED",
-                                "CRASHED",
-                                "PAUSED",
-                                "RUNNING",
-                                "PENDING",
-                                "SCHEDULED",
-                                "CANCELLED",
-                            },
-                        )["state"]["type"]
+                    for run_id, state in run_states(running.api_url, list(open_runs)).items():
                         if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                             open_runs.pop(run_id).state = state
                     time.sleep(0.5)
@@ -665,6 +692,7 @@ def one_size(
                 engine.dispose()
                 sampler.sample()
                 peaks = dict(sampler.peaks), dict(sampler.totals), dict(sampler.counts)
+                cpu = sampler.cpu()
                 took = floor(running, args.floor_rounds)  # same server, after the leavers
             left = {
                 leaver.employee_id: ldap_still_has(d, leaver, password)
@@ -673,7 +701,7 @@ def one_size(
             }
     finally:
         scim.stop()
-    report(n, args, timings, wall_s, completed, left, app, peaks, len(open_runs), took)
+    report(n, args, timings, wall_s, completed, left, app, peaks, len(open_runs), took, cpu)
 
 
 def report(
@@ -687,6 +715,7 @@ def report(
     peaks: tuple[dict[str, float], dict[str, float], dict[str, int]],
     unfinished: int,
     took: list[float],
+    cpu: dict[str, float],
 ) -> None:
     intake = [t.intake_ms for t in timings]
     to_verified = [t.verified_at - t.approved_at for t in timings if not math.isnan(t.verified_at)]
@@ -720,6 +749,7 @@ def report(
         f"  SCIM app ({args.scim_latency * 1000:.0f} ms latency, 429 above "
         f"{args.scim_rate:.0f} req/s): {scim.requests} requests, {scim.throttled} answered 429, "
         f"{scim.too_early} sent again before their Retry-After"
+        + (f" ({'; '.join(scim.early[:3])})" if scim.early else "")
     )
     largest, totals, counts = peaks
     for kind in sorted(largest):
@@ -727,6 +757,12 @@ def report(
             f"  peak RSS {kind}: {largest[kind]:.0f} MiB per process, "
             f"{totals[kind]:.0f} MiB all together (PSS), at most {counts[kind]} at once"
         )
+    print(
+        "  CPU seconds per kind of process, leavers only (the service shares its process "
+        "with this benchmark's clients): "
+        + ", ".join(f"{kind} {used:.1f}" for kind, used in sorted(cpu.items(), key=lambda c: -c[1]))
+        + f"; all together {sum(cpu.values()):.1f} ({sum(cpu.values()) / n:.2f} per leaver)"
+    )
     floor_median = statistics.median(took)
     print(
         f"  floor (bare flow suspended, resumed on the same server; resume POST → Completed), "

@@ -43,6 +43,7 @@ from tenacity.stop import stop_base
 
 from connectors.base import ConnectorError, DryRunRefused, PermanentError, TransientError
 from connectors.config import ConnectorConfig
+from connectors.holdoff import HoldOff
 from connectors.redaction import redact_headers, redact_httpx_log, redact_url
 
 log = structlog.get_logger(__name__)
@@ -194,12 +195,16 @@ class HttpClient:
         transport: httpx.BaseTransport | None = None,
         dry_run: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        holdoff: HoldOff | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.dry_run = dry_run
         self._transport = transport
         self._sleep = sleep
+        # a Retry-After told to any process holds for all of them (see connectors.holdoff)
+        self._holdoff = holdoff if holdoff is not None else HoldOff.from_environment()
+        self._server = str(httpx.URL(config.base_url).copy_with(path="/", query=None))
         redact_httpx_log()
 
     # -- the hooks ----------------------------------------------------------------
@@ -296,6 +301,7 @@ class HttpClient:
         if body is not None:
             sent_headers["Content-Type"] = self.content_type
         where = f"{self.name}: {method} {redact_url(f'{self.config.base_url}/{path}')}"
+        self._holdoff.wait(self._server, self._sleep)  # another process may have been told
         try:
             response = client.request(
                 method,
@@ -339,6 +345,8 @@ class HttpClient:
         text += f": {vendor.detail}" if vendor.detail else ""
         if status == 429 or (status >= 500 and status != 501):
             delay = retry_after_seconds(response.headers.get("Retry-After"))
+            if delay is not None:
+                self._holdoff.note(self._server, delay)
             suffix = f"; the server asks to retry after {delay:.0f} s" if delay is not None else ""
             return TransientError(text + suffix, delay)
         if status in (401, 403):

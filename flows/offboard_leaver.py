@@ -10,8 +10,10 @@ idempotent and reads its state from the database.
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from prefect import flow, get_run_logger, task
@@ -21,6 +23,7 @@ from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run as current_run
 from pydantic import BaseModel, ValidationError, model_validator
+from sqlalchemy.exc import OperationalError
 
 from approvals.attestations import evidence_rows, request_attestations, unattested
 from approvals.decisions import check_run_input, settle, valid_verdict
@@ -28,7 +31,7 @@ from approvals.requests import NoEligibleApprover, request_approvals
 from approvals.rules import Verdict
 from approvals.tokens import SignedDecision
 from connectors.base import MANUAL, AccessGrant, Outcome, OutcomeStatus, TransientError
-from flows.oversight import refresh_overview
+from flows.oversight import refresh_overview_if_due
 from offboarding.domain import audit
 from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, write_anchor
 from offboarding.domain.cases import (
@@ -72,7 +75,10 @@ from offboarding.wiring.services import Services, build_services
 from offboarding.wiring.settings import get_settings
 from offboarding.workinstruction.document import fingerprint
 
-log = structlog.get_logger(__name__)
+# named, not __name__: Prefect loads this file under a name of its own, and only the
+# "flows" loggers reach the run log (PREFECT_LOGGING_EXTRA_LOGGERS)
+log = structlog.get_logger("flows.offboard_leaver")
+T = TypeVar("T")
 
 
 class OffboardRequest(BaseModel):
@@ -155,12 +161,28 @@ def plan_by_id(plan_id: str) -> RevocationPlanRecord:
     return record
 
 
+def patiently(step: Callable[..., T], *args: Any) -> T:
+    """`step(*args)` inside this process, tried again after each of `retry_delays_seconds`
+    while it fails transiently: for reads of the database and the steps inside a task, which
+    need no task run of their own in Prefect (each costs the server several writes)."""
+    delays = run_services().settings.retry_delays_seconds
+    for delay in [*delays, None]:
+        try:
+            return step(*args)
+        except (TransientError, TransientMailError, OperationalError) as exc:
+            if delay is None:
+                raise
+            log.warning(
+                "transient failure; trying again",
+                step=getattr(step, "__name__", "step"),
+                in_seconds=delay,
+                problem=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 # Every task has side effects or reads live state: none may be answered from a cache.
-@task(cache_policy=NO_CACHE)
-def load_case(case_id: str) -> Case:
-    return case_by_id(case_id)
-
-
 def resilient(fn: Any) -> Any:
     """A task that talks to a peer: retried with backoff, but only on transient errors.
 
@@ -184,7 +206,6 @@ def take_inventory(case_id: str) -> list[AccessGrant]:
     return inventory_all(run_services(), leaver_of(case_by_id(case_id)))
 
 
-@task(cache_policy=NO_CACHE)
 def plan_for(case_id: str) -> RevocationPlanRecord:
     """Reuse the case's open plan, or inventory and store a new one (with its artifact)."""
     services, case = run_services(), case_by_id(case_id)
@@ -229,6 +250,11 @@ def ask_for_approval(case_id: str, plan_id: str) -> None:
 
 @resilient
 def revoke(case_id: str, plan_id: str, step: PlanStep, removed: frozenset[str]) -> Outcome:
+    """One containment step (an urgent leaver), as its own task run."""
+    return revoke_one(case_id, plan_id, step, removed)
+
+
+def revoke_one(case_id: str, plan_id: str, step: PlanStep, removed: frozenset[str]) -> Outcome:
     """One plan step; a cascaded step whose parent is in `removed` is only recorded."""
     return revoke_step(run_services(), case_id=case_id, plan_id=plan_id, step=step, removed=removed)
 
@@ -245,24 +271,24 @@ def ask_for_attestations(case_id: str, plan_id: str) -> None:
             sys.stdout.flush()
 
 
-@resilient
 def open_manual_steps(case_id: str, plan_id: str) -> list[str]:
     """Labels of the plan's manual steps that nobody has attested yet."""
     return [step.grant.label.text for step in unattested(run_services(), plan_by_id(plan_id))]
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="revoke-{system}")
 def revoke_system(
-    case_id: str, plan_id: str, steps: list[PlanStep], removed: frozenset[str]
+    system: str, case_id: str, plan_id: str, steps: list[PlanStep], removed: frozenset[str]
 ) -> tuple[list[Outcome], list[str]]:
-    """One system's steps, in the plan's order (each retried on its own); a failed step is
-    recorded and the next one taken. Returns the outcomes and the failures, in words."""
+    """One system's steps, in the plan's order, as one task run (each step retried on its
+    own, in this process); a failed step is recorded and the next one taken. Returns the
+    outcomes and the failures, in words."""
     outcomes: list[Outcome] = []
     failures: list[str] = []
     gone = set(removed)
     for step in steps:
         try:
-            outcome = with_retries(revoke)(case_id, plan_id, step, frozenset(gone))
+            outcome = patiently(revoke_one, case_id, plan_id, step, frozenset(gone))
         except Exception as exc:  # noqa: BLE001 - recorded; the case goes to needs-attention
             failures.append(f"{step.grant.label.text}: {type(exc).__name__}: {exc}")
             continue
@@ -277,13 +303,11 @@ def verify(case_id: str) -> VerificationReport:
     return verify_all(run_services(), case_id, leaver_of(case_by_id(case_id)))
 
 
-@resilient
 def settled_verdict(case_id: str, plan_id: str) -> Verdict:
     """The verdict of the recorded decisions that pass every rule now (managers read live)."""
     return valid_verdict(run_services(), case_by_id(case_id), plan_by_id(plan_id))
 
 
-@resilient
 def check_decision(case_id: str, plan_id: str, received: SignedDecision) -> list[str]:
     return check_run_input(run_services(), case_by_id(case_id), plan_by_id(plan_id), received)
 
@@ -298,7 +322,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
     """
     attempt = 0
     while True:
-        verdict = with_retries(settled_verdict)(case.id, record.id)
+        verdict = patiently(settled_verdict, case.id, record.id)
         if verdict != Verdict.PENDING:
             return verdict
         attempt += 1
@@ -325,7 +349,7 @@ def await_verdict(services: Services, case: Case, record: RevocationPlanRecord) 
             note_upgrade(services, case, woken.upgrade, key)
             continue
         received = woken.as_decision()
-        problems = with_retries(check_decision)(case.id, record.id, received)
+        problems = patiently(check_decision, case.id, record.id, received)
         if problems:
             audit.record(
                 services.engine,
@@ -405,7 +429,7 @@ def await_attestations(services: Services, case: Case, record: RevocationPlanRec
     """
     attempt = 0
     while True:
-        still_open = with_retries(open_manual_steps)(case.id, record.id)
+        still_open = patiently(open_manual_steps, case.id, record.id)
         if not still_open:
             return attempt > 0
         attempt += 1
@@ -428,7 +452,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
     configure_logging(attach_handler=False)  # Prefect's handlers print and ship our lines
     services = run_services()
     bind_case(request.case_id)
-    case = load_case(request.case_id)
+    case = patiently(case_by_id, request.case_id)
     if case.status in TERMINAL_STATUSES:
         return case.status.value
     try:
@@ -437,7 +461,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
         contain(services, case, record)
         note_contained(services, case)
         while True:
-            if with_retries(settled_verdict)(case.id, record.id) == Verdict.PENDING:
+            if patiently(settled_verdict, case.id, record.id) == Verdict.PENDING:
                 # before the links go out: an approver who clicks at once finds a waiting case
                 set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
             with_retries(ask_for_approval)(case.id, record.id)
@@ -572,7 +596,8 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     # systems at once, each its own steps in order: a slow or failing system delays no other
     removed = frozenset(finished)  # a cascaded step goes with a removed parent
     running = [
-        revoke_system.submit(case.id, record.id, steps, removed) for steps in pending.values()
+        revoke_system.submit(system, case.id, record.id, steps, removed)
+        for system, steps in pending.items()
     ]
     failures: list[str] = []
     for future in running:
@@ -642,9 +667,10 @@ def publish_evidence_pack(services: Services, case: Case) -> None:
 
 def refresh_view(services: Services) -> None:
     """A new version of the management overview (`offboarding-overview`) after a change of
-    state; the scheduled `oversight` run refreshes it too. Never stops a case."""
+    state, unless one was made a moment ago (the dispatcher then publishes this change); the
+    scheduled `oversight` run refreshes it too. Never stops a case."""
     try:
-        refresh_overview(services)
+        refresh_overview_if_due(services)
     except Exception as exc:  # noqa: BLE001 - the view is a convenience, the case goes on
         log.warning("overview not refreshed", problem=f"{type(exc).__name__}: {exc}")
 

@@ -11,8 +11,9 @@ words, deadline, breach flag, time to revoke and what is left per system (see
 `offboarding.domain.overview`). Breaches are logged as warnings on the run, naming the
 case and the leaver's employee id, never a person's name.
 
-The service may also call `refresh_overview(services)` whenever a case changes state, so
-the view does not wait for the next scheduled run.
+Case runs publish a new version when their case changes state, at most one every
+`OVERVIEW_EVERY` across all runs; the service's dispatcher publishes what they skipped
+(`refresh_overview_if_due`), so the view never waits for the next scheduled run.
 
 The view names people (leavers, approvers, assignees). Each version is kept by Prefect, so
 retention deletes old versions with `erase_overview_history` (see its docstring).
@@ -65,7 +66,9 @@ from offboarding.wiring.services import Services, build_services
 from offboarding.wiring.settings import get_settings
 
 OVERVIEW_KEY = "offboarding-overview"
-log = structlog.get_logger(__name__)
+# named, not __name__: Prefect loads this file under a name of its own, and only the
+# "flows" loggers reach the run log (PREFECT_LOGGING_EXTRA_LOGGERS)
+log = structlog.get_logger("flows.oversight")
 
 
 @lru_cache(maxsize=1)
@@ -122,6 +125,36 @@ def refresh_overview(services: Services, *, now: datetime | None = None) -> list
         _sync=True,
     )
     return rows
+
+
+OVERVIEW_EVERY = timedelta(seconds=10)
+
+
+def overview_made() -> datetime | None:
+    """When the newest version of the overview was made; None before the first."""
+    with get_client(sync_client=True) as client:
+        newest = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[OVERVIEW_KEY])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    return as_utc(newest[0].created) if newest and newest[0].created is not None else None
+
+
+def refresh_overview_if_due(
+    services: Services, *, every: timedelta = OVERVIEW_EVERY, changed: datetime | None = None
+) -> bool:
+    """`refresh_overview`, unless a version was made less than `every` ago (or, with
+    `changed`, after that moment): when hundreds of cases change at once, each would
+    otherwise publish the whole table (quadratic in cases). The change skipped here is
+    published by the service's dispatcher within `every` (`Dispatcher.refresh_view`).
+    Returns whether a new version was made."""
+    made = overview_made()
+    now = datetime.now(UTC)
+    if made is not None and (now - made < every or (changed is not None and made >= changed)):
+        return False
+    refresh_overview(services, now=now)
+    return True
 
 
 def erase_overview_history(before: datetime) -> int:

@@ -23,7 +23,7 @@ import jinja2
 
 from connectors.base import format_message
 from offboarding.evidence.rows import CheckRow, EvidencePack
-from offboarding.notification.rendering import SUPPORTED_LANGUAGES, load_messages, template_env
+from offboarding.notification.rendering import SUPPORTED_LANGUAGES, load_messages, shared_templates
 
 REPORT_CATALOG = "reports/messages.{language}.json"
 
@@ -86,7 +86,7 @@ def render_text(
         raise ValueError(f"language {language!r} is not one of {', '.join(SUPPORTED_LANGUAGES)}")
     if fmt is Format.PDF:
         raise ValueError("a PDF is not text: use render_pdf")
-    environment = env or template_env()
+    environment = env or shared_templates()
     t = messages(environment, language)
     template = environment.get_template(f"reports/evidence_pack.{fmt.value}")
     return template.render(pack=pack, t=t, lang=language, check_label=_check_label(t), fill=_fill)

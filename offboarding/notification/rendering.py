@@ -31,6 +31,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,25 @@ def template_env(templates_dir: Path | None = None) -> jinja2.Environment:
     env.filters["multiline"] = multiline
     env.filters["md_code"] = md_code
     return env
+
+
+@cache
+def shared_templates() -> jinja2.Environment:
+    """This process's environment for the repository's templates: each template is compiled
+    once per process, not once per email (a warm starter compiles them all before it forks)."""
+    return template_env()
+
+
+def compile_all(env: jinja2.Environment) -> int:
+    """Compile every template `env` can list (what `shared_templates` keeps); returns how many."""
+    compiled = 0
+    for name in env.list_templates():
+        try:
+            env.get_template(name)
+        except jinja2.TemplateError:
+            continue  # not a template of ours (or broken: its first use says so)
+        compiled += 1
+    return compiled
 
 
 class Prepared(str):

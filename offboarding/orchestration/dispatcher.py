@@ -32,12 +32,13 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 from prefect.client.schemas.objects import FlowRun, StateType
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
 from approvals.reminders import deputies_due, due_reminders, escalations, expired_cases
 from approvals.tokens import SignedDecision
+from flows.oversight import OVERVIEW_EVERY, refresh_overview_if_due
 from offboarding.domain import audit
 from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorSink, anchor_if_moved
 from offboarding.domain.cases import latest_plan, run_name, start_time
@@ -75,6 +76,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
         self._anchored = float("-inf")  # loop time of the last anchor
+        self._viewed = float("-inf")  # loop time of the last look at the overview
 
     # -- running ---------------------------------------------------------------
 
@@ -107,6 +109,7 @@ class Dispatcher:
         await self.recover(runs)
         await self.follow_attestations(runs)
         await self.anchor()
+        await self.refresh_view()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -256,6 +259,24 @@ class Dispatcher:
             await self._db(lambda: anchor_if_moved(self.services.engine, sink, actor="dispatcher"))
         except (AnchorFileError, OSError) as exc:
             log.error("audit log not anchored", problem=str(exc))
+
+    # -- 6. the management view ----------------------------------------------------
+
+    async def refresh_view(self) -> None:
+        """A case changed after the newest version of the overview: publish a new one (the
+        case runs skip theirs when one was made a moment ago). At most once per
+        `OVERVIEW_EVERY`; a failure is logged and tried again on a later pass."""
+        now = asyncio.get_running_loop().time()
+        if now - self._viewed < OVERVIEW_EVERY.total_seconds():
+            return
+        self._viewed = now
+        changed = await self._db(last_change, self.services)
+        if changed is None:
+            return
+        try:
+            await self._db(lambda: refresh_overview_if_due(self.services, changed=changed))
+        except Exception as exc:  # noqa: BLE001 - the view is a convenience; cases go on
+            log.warning("overview not refreshed", problem=f"{type(exc).__name__}: {exc}")
 
     # -- 4. attestations ---------------------------------------------------------
 
@@ -467,3 +488,10 @@ def progress(services: Services, case_id: str) -> tuple[list[str], list[str]]:
     if record.status == PlanStatus.PENDING:
         not_done.insert(0, "second-manager approval")
     return done, not_done
+
+
+def last_change(services: Services) -> datetime | None:
+    """When a case last changed (any case); None without cases."""
+    with Session(services.engine) as session:
+        newest = session.exec(select(func.max(Case.updated_at))).one()
+    return as_utc(newest) if newest is not None else None

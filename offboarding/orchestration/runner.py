@@ -130,6 +130,12 @@ def deployment_modules(path: Path | None = None) -> list[str]:
     return sorted({name.removesuffix(".py").replace("/", ".") for name in names})
 
 
+def entrypoint_files(path: Path | None = None) -> list[Path]:
+    """The files prefect.yaml's entrypoints name, relative to the project root."""
+    spec = yaml.safe_load((path or deployments_file()).read_text())
+    return sorted({Path(e["entrypoint"].split(":", 1)[0]) for e in spec["deployments"]})
+
+
 @contextlib.contextmanager
 def warm_starter(
     *, env: dict[str, str] | None = None, log: IO[bytes] | None = None, timeout: float = 120.0

@@ -28,7 +28,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 MAX_REQUEST = 1 << 20  # the client's environment, as JSON
@@ -48,7 +48,53 @@ def preload() -> list[str]:
     for name in deployment_modules():
         importlib.import_module(name)
         loaded.append(name)
-    return loaded
+    return loaded + preload_services() + preload_entrypoints()
+
+
+def preload_entrypoints() -> list[str]:
+    """Prefect loads a flow from its entrypoint file by executing that file afresh in every
+    flow-run process (`load_script_as_module`). Executed once here instead: a forked run
+    gets the loaded module, unless the file changed since (then Prefect loads it as usual)."""
+    from prefect.utilities import importtools
+
+    from offboarding.orchestration.runner import entrypoint_files, project_root
+
+    original = importtools.load_script_as_module
+    loaded: dict[str, tuple[int, ModuleType]] = {}
+    for file in entrypoint_files():
+        path = (project_root() / file).resolve()
+        loaded[str(path)] = (path.stat().st_mtime_ns, original(str(path)))
+
+    def load_script_as_module(path: str) -> ModuleType:
+        resolved = Path(path).resolve()
+        known = loaded.get(str(resolved))
+        with contextlib.suppress(OSError):
+            if known is not None and resolved.stat().st_mtime_ns == known[0]:
+                return known[1]
+        return original(path)
+
+    importtools.load_script_as_module = load_script_as_module
+    return [f"{len(loaded)} entrypoint files"]
+
+
+def preload_services() -> list[str]:
+    """What a flow run builds its services from, imported and compiled here once: every
+    connector kind (and the libraries they use), both database drivers, the compiled
+    templates. Nothing is connected or opened."""
+    import importlib
+
+    from connectors.registry import ConnectorPluginError, known_kinds
+    from offboarding.notification.rendering import compile_all, shared_templates
+
+    for driver in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg", "sqlite3"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(driver)
+    try:
+        connectors = known_kinds()
+    except ConnectorPluginError:
+        connectors = []  # a broken plugin: the flow run reports it, as a cold start would
+    templates = compile_all(shared_templates())
+    return [f"{len(connectors)} connector kinds", f"{templates} templates"]
 
 
 def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:

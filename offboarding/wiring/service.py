@@ -35,6 +35,7 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from connectors.holdoff import ENVIRONMENT as HOLDOFF_ENVIRONMENT
 from offboarding.wiring.processes import (
     die_with_parent,
     exclusive_lock,
@@ -112,6 +113,8 @@ def prefect_env(
         # a worker asks for scheduled runs this often (Prefect's default: every 10 s)
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database,
+        # a Retry-After told to one flow run holds for all of them (connectors.holdoff)
+        HOLDOFF_ENVIRONMENT: str((home / "holdoff").resolve()),
     }
 
 

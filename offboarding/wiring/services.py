@@ -17,7 +17,7 @@ from connectors.base import Connector, PeopleDirectory
 from connectors.registry import build_connector, build_people_directory
 from offboarding.domain.policy import Policy
 from offboarding.notification.mail import Mailer, OutboxMailer, SmtpMailer
-from offboarding.notification.rendering import template_env
+from offboarding.notification.rendering import shared_templates
 from offboarding.wiring.db import create_schema, make_engine
 from offboarding.wiring.settings import Settings
 
@@ -89,7 +89,7 @@ def build_services(
         people=build_people_directory(settings.connector_config(settings.people.connector)),
         connectors=connectors,
         mailer=build_mailer(settings),
-        templates=template_env(),
+        templates=shared_templates(),
         links=LinkSigner(key, ttl=timedelta(hours=settings.approval_ttl_hours)),
         decisions=DecisionSigner(key),
         attestations=AttestationSigner(key, ttl=timedelta(days=LINK_DAYS)),

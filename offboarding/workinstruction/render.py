@@ -21,7 +21,7 @@ from markdown_it.token import Token
 from markupsafe import Markup
 
 from offboarding.evidence.render import PdfUnavailable, html_to_pdf
-from offboarding.notification.rendering import SUPPORTED_LANGUAGES, load_messages, template_env
+from offboarding.notification.rendering import SUPPORTED_LANGUAGES, load_messages, shared_templates
 from offboarding.workinstruction.document import AccessRule, WorkInstruction
 
 __all__ = ["Format", "PdfUnavailable", "render", "render_text"]
@@ -58,7 +58,7 @@ def render_markdown(
 ) -> str:
     if language not in SUPPORTED_LANGUAGES:
         raise ValueError(f"language {language!r} is not one of {', '.join(SUPPORTED_LANGUAGES)}")
-    environment = env or template_env()
+    environment = env or shared_templates()
     t = load_messages(environment, language)
     template = environment.get_template(f"reports/workinstruction.{language}.md")
     return template.render(doc=document, lang=language, **_labels(t))
@@ -81,7 +81,7 @@ def render_text(
     """The document as Markdown or HTML in `language` ("nl" or "en")."""
     if fmt is Format.PDF:
         raise ValueError("a PDF is not text: use render")
-    environment = env or template_env()
+    environment = env or shared_templates()
     markdown = render_markdown(document, language, environment)
     if fmt is Format.MD:
         return markdown
