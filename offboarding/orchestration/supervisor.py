@@ -33,7 +33,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
@@ -65,8 +65,10 @@ async def crash_orphaned_runs(
     deployment_ids: Iterable[UUID],
     *,
     message: str = "The flow runner running this flow run stopped unexpectedly.",
+    orphaned: Callable[[FlowRun], bool] = lambda _run: True,
 ) -> list[str]:
-    """Force every RUNNING, PENDING or CANCELLING run of these deployments to CRASHED.
+    """Force every RUNNING, PENDING or CANCELLING run of these deployments to CRASHED (with
+    `orphaned`, only the runs it picks).
 
     Only call it when no process can be running them. Returns the ids of the runs changed.
     """
@@ -78,11 +80,13 @@ async def crash_orphaned_runs(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(ORPHAN_STATES))),
     )
     found: list[UUID] = []
+    seen = 0
     while True:
         page = await client.read_flow_runs(
-            flow_run_filter=in_flight, sort=FlowRunSort.ID_DESC, limit=200, offset=len(found)
+            flow_run_filter=in_flight, sort=FlowRunSort.ID_DESC, limit=200, offset=seen
         )
-        found.extend(run.id for run in page)
+        found.extend(run.id for run in page if orphaned(run))
+        seen += len(page)
         if len(page) < 200:
             break
     for run_id in found:
@@ -90,7 +94,13 @@ async def crash_orphaned_runs(
     return [str(run_id) for run_id in found]
 
 
-def crash_runs_of(api_url: str, deployments: Sequence[str], *, message: str) -> list[str]:
+def crash_runs_of(
+    api_url: str,
+    deployments: Sequence[str],
+    *,
+    message: str,
+    orphaned: Callable[[FlowRun], bool] = lambda _run: True,
+) -> list[str]:
     """`crash_orphaned_runs` for deployments named "flow/deployment" (unknown names are skipped)."""
 
     async def crash() -> list[str]:
@@ -101,7 +111,7 @@ def crash_runs_of(api_url: str, deployments: Sequence[str], *, message: str) -> 
                     ids.append((await client.read_deployment_by_name(name)).id)
                 except ObjectNotFound:
                     continue  # never served here yet: no runs either
-            return await crash_orphaned_runs(client, ids, message=message)
+            return await crash_orphaned_runs(client, ids, message=message, orphaned=orphaned)
 
     return asyncio.run(crash())
 
@@ -283,3 +293,121 @@ class RunnerSupervisor:
             return
         if crashed:
             log.warning("flow runs left without a runner marked crashed", flow_run_ids=crashed)
+
+
+def process_gone(run: FlowRun) -> bool:
+    """The run's process (Prefect's `infrastructure_pid`: "pid", or "host:pid") no longer
+    exists on this machine. Only for runs a worker of this machine started; a run without
+    a pid is never called gone (a worker may be starting it)."""
+    import socket
+
+    host, _, pid = (run.infrastructure_pid or "").rpartition(":")
+    if not pid.isdigit() or host not in ("", socket.gethostname()):
+        return False
+    return not Path(f"/proc/{pid}").exists()
+
+
+def runs_submitted_by(api_url: str, worker: str, *, since: datetime) -> set[str]:
+    """The flow runs the process worker named `worker` submitted since `since` (from
+    Prefect's events: the worker records each one)."""
+    from slugify import slugify
+
+    found: set[str] = set()
+    with httpx.Client(timeout=30) as client:
+        page = client.post(
+            f"{api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["prefect.worker.submitted-flow-run"]},
+                    "resource": {"id": [f"prefect.worker.process.{slugify(worker)}"]},
+                    "occurred": {"since": since.isoformat()},
+                },
+                "limit": 50,
+            },
+        )
+        while True:
+            page.raise_for_status()
+            body = page.json()
+            for event in body.get("events", []):
+                for related in event.get("related", []):
+                    rid = str(related.get("prefect.resource.id", ""))
+                    if rid.startswith("prefect.flow-run."):
+                        found.add(rid.removeprefix("prefect.flow-run."))
+            if not body.get("next_page"):
+                return found
+            page = client.get(body["next_page"])
+
+
+class WorkerKeeper:
+    """Production mode: starts a worker again when it dies. Its process group is stopped
+    first (the flow runs it started end with it), and the runs whose process is gone are
+    marked CRASHED, which the dispatcher recovers like any crashed run."""
+
+    def __init__(
+        self,
+        *,
+        workers: list[subprocess.Popen[bytes]],
+        names: Sequence[str],
+        start: Callable[[int], subprocess.Popen[bytes]],
+        replaced: Callable[[subprocess.Popen[bytes], subprocess.Popen[bytes]], None],
+        api_url: str,
+        deployments: Sequence[str],
+        interval: float = 1.0,
+    ) -> None:
+        self.workers = workers  # the running service's list: kept up to date here
+        self.names = list(names)  # worker n is workers[n - 1], named names[n - 1]
+        self.started = datetime.now(UTC)
+        self._start = start  # worker number (from 1) -> its new process
+        self._replaced = replaced
+        self.api_url = api_url
+        self.deployments = list(deployments)
+        self.interval = interval
+        self.restarts = 0
+        self._failures = [0] * len(workers)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No restart from now on (the service stops its workers itself)."""
+        self._stopping.set()
+        self._thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.interval):
+            for index, process in enumerate(list(self.workers)):
+                if process.poll() is None or self._stopping.is_set():
+                    continue
+                self._restart(index, process)
+
+    def _restart(self, index: int, dead: subprocess.Popen[bytes]) -> None:
+        log.error("worker exited unexpectedly", worker=index + 1, exit_code=dead.returncode)
+        stop_process_group(dead)  # its flow-run processes end with it
+        delay = RESTART_DELAYS[min(self._failures[index], len(RESTART_DELAYS) - 1)]
+        self._failures[index] += 1
+        if self._stopping.wait(delay):
+            return
+        try:
+            its_runs = runs_submitted_by(self.api_url, self.names[index], since=self.started)
+            crashed = crash_runs_of(
+                self.api_url,
+                self.deployments,
+                message="The worker running this flow run stopped unexpectedly.",
+                orphaned=lambda run: str(run.id) in its_runs and process_gone(run),
+            )
+        except Exception:
+            log.exception("could not mark the dead worker's flow runs as crashed")
+            crashed = []
+        if crashed:
+            log.warning("flow runs of the dead worker marked crashed", flow_run_ids=crashed)
+        try:
+            fresh = self._start(index + 1)
+        except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+            log.error("worker did not come back", worker=index + 1, error=str(exc))
+            return
+        self.workers[index] = fresh
+        self._replaced(dead, fresh)
+        self.restarts += 1
+        log.warning("worker restarted", worker=index + 1, pid=fresh.pid, restarts=self.restarts)

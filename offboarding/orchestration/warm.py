@@ -42,8 +42,10 @@ def preload() -> list[str]:
     import prefect.flow_engine  # noqa: F401
     from prefect._internal import metrics  # noqa: F401
 
+    from offboarding.orchestration.prefect_tls import share_tls_contexts
     from offboarding.orchestration.runner import deployment_modules
 
+    share_tls_contexts()  # a flow run makes a Prefect client for nearly every call
     loaded = []
     for name in deployment_modules():
         importlib.import_module(name)

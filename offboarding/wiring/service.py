@@ -46,7 +46,7 @@ from offboarding.wiring.processes import (
 from offboarding.wiring.settings import Settings
 
 if TYPE_CHECKING:
-    from offboarding.orchestration.supervisor import RunnerSupervisor
+    from offboarding.orchestration.supervisor import RunnerSupervisor, WorkerKeeper
 
 log = structlog.get_logger(__name__)
 EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
@@ -177,6 +177,7 @@ class RunningService:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # production mode
     work_pool: str | None = None  # production mode: the pool whose workers run the flows
     supervisor: RunnerSupervisor | None = None
+    keeper: WorkerKeeper | None = None  # production mode: starts a dead worker again
     web_thread: threading.Thread | None = None
     web_server: Any = None
 
@@ -205,6 +206,8 @@ class RunningService:
                     log.error("the web app did not stop within 30 s")
             if self.supervisor is not None:
                 self.supervisor.stop()  # before the server: no restart, runs still reachable
+            if self.keeper is not None:
+                self.keeper.stop()  # no worker started again while they are stopped
             for process in reversed(self.processes):
                 stop_process_group(process)
             self.processes.clear()
@@ -340,9 +343,11 @@ def run_service(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from offboarding.orchestration.prefect_retention import vacuum_environment
+    from offboarding.orchestration.prefect_tls import share_tls_contexts
 
     if production and (problem := production_problem(settings)):
         raise RuntimeError(problem)
+    share_tls_contexts()  # the dispatcher and the pages make a Prefect client per call
     settings.home.mkdir(parents=True, exist_ok=True)
     api_port = api_port or settings.prefect_port
     env_prefect = prefect_env(
@@ -488,6 +493,7 @@ def _start_workers(
     starts each flow run as a process in the project directory (the deployments' pull step),
     with the environment it has: the same settings as this process."""
     from offboarding.orchestration.runner import prepare_production, project_root, warm_starter
+    from offboarding.orchestration.supervisor import WorkerKeeper
     from offboarding.orchestration.warm_client import SOCKET_ENV
 
     settings = running.settings
@@ -504,15 +510,40 @@ def _start_workers(
         socket = stack.enter_context(warm_starter(env=child_env, log=starter_log))
         if socket is not None:
             child_env = {**child_env, SOCKET_ENV: socket}
-    for number in range(1, settings.workers + 1):
-        worker_log = (
-            stack.enter_context(open(logs_dir / f"worker-{number}.log", "ab")) if quiet else None
-        )
-        worker = _spawn(
-            worker_command(running.work_pool, worker_name(settings.instance, number)),
+    pool = running.work_pool
+    worker_logs = {
+        number: stack.enter_context(open(logs_dir / f"worker-{number}.log", "ab"))
+        if quiet
+        else None
+        for number in range(1, settings.workers + 1)
+    }
+
+    def start_worker(number: int) -> subprocess.Popen[bytes]:
+        return _spawn(
+            worker_command(pool, worker_name(settings.instance, number)),
             child_env,
-            worker_log,
+            worker_logs[number],
             cwd=project_root(),
         )
+
+    def replaced(dead: subprocess.Popen[bytes], fresh: subprocess.Popen[bytes]) -> None:
+        at = running.processes.index(dead) if dead in running.processes else len(running.processes)
+        running.processes[at : at + 1] = [fresh]
+
+    for number in range(1, settings.workers + 1):
+        worker = start_worker(number)
         running.workers.append(worker)
         running.processes.append(worker)  # stopped before the server (reversed order)
+    running.keeper = WorkerKeeper(
+        workers=running.workers,
+        names=[worker_name(settings.instance, n) for n in range(1, settings.workers + 1)],
+        start=start_worker,
+        replaced=replaced,
+        api_url=running.api_url,
+        deployments=[
+            settings.deployment,
+            settings.retention_deployment,
+            settings.oversight_deployment,
+        ],
+    )
+    running.keeper.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from support import (
 
 from demo.directory import LocalDirectory
 from demo.organisation import DemoOrg, seed_demo_org
+from offboarding.orchestration.supervisor import runs_submitted_by
 from offboarding.wiring.db import make_engine
 from offboarding.wiring.processes import free_port
 from offboarding.wiring.service import RunningService, production_problem, run_service
@@ -178,6 +180,68 @@ def test_a_leaver_is_offboarded_by_the_pools_workers(production: ProductionStack
     assert is_locked(admin, dn)
     assert not can_bind(stack.directory.url, dn, stack.password)
     admin.unbind()
+
+
+def test_killed_workers_are_started_again_and_the_waiting_case_completes(
+    production: ProductionStack,
+) -> None:
+    stack = production
+    response = send_leaver(stack, "E1020", "zkuipers", "Zoë Kuipers")
+    assert response.status_code == 202, response.text
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
+    requests = stack.mailbox.wait_for(
+        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
+    )
+    api = stack.running.api_url
+    wait_for_state(api, flow_run_id, "PAUSED")  # waits for its approval: no process holds it
+    keeper = stack.running.keeper
+    assert keeper is not None
+    # the keeper finds which runs a worker submitted (to crash only a dead worker's own runs)
+    deadline = time.monotonic() + 60
+    submitted: set[str] = set()
+    while flow_run_id not in submitted and time.monotonic() < deadline:
+        submitted = set().union(
+            *(runs_submitted_by(api, name, since=keeper.started) for name in keeper.names)
+        )
+        time.sleep(0.5)  # events are stored a moment after they happen
+    assert flow_run_id in submitted
+    dead = list(stack.running.workers)
+    for worker in dead:
+        worker.kill()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+        fresh not in dead and fresh.poll() is None for fresh in stack.running.workers
+    ):
+        time.sleep(0.2)
+    assert all(fresh not in dead for fresh in stack.running.workers), "no worker was restarted"
+    assert keeper.restarts == 2
+    assert all(worker in stack.running.processes for worker in stack.running.workers)
+
+    assert decide(link_in(requests[0]), "approve").status_code == 200
+    run = wait_for_state(api, flow_run_id, "COMPLETED", "FAILED", "CRASHED")
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    dn = f"uid=zkuipers,{stack.directory.users_base}"
+    assert not can_bind(stack.directory.url, dn, stack.password)
+
+
+def test_a_run_is_orphaned_only_when_its_process_on_this_machine_is_gone() -> None:
+    from prefect.client.schemas.objects import FlowRun
+
+    from offboarding.orchestration.supervisor import process_gone
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+
+    def run(pid: str | None) -> FlowRun:
+        return FlowRun(flow_id="00000000-0000-0000-0000-000000000000", infrastructure_pid=pid)
+
+    assert process_gone(run(f"{host}:{gone.pid}"))
+    assert process_gone(run(str(gone.pid)))  # Prefect's process worker records the bare pid
+    assert not process_gone(run(f"{host}:{os.getpid()}"))  # alive
+    assert not process_gone(run(f"elsewhere.example:{gone.pid}"))  # another machine's worker
+    assert not process_gone(run(None))  # a worker may be starting it
 
 
 # -- refusals ------------------------------------------------------------------------------
