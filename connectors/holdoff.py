@@ -23,7 +23,12 @@ ENVIRONMENT = "OFFBOARDING_HOLDOFF_DIR"
 
 
 class HoldOff:
-    """Nothing shared: the process that was told to wait does so on its own."""
+    """Nothing shared: the process that was told to wait does so on its own, and pacing
+    (`pace`) holds for this object's requests only."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._next: dict[str, float] = {}
 
     def note(self, server: str, seconds: float) -> None:
         """`server` asked this process to wait `seconds` from now."""
@@ -31,6 +36,14 @@ class HoldOff:
     def wait(self, server: str, sleep: Callable[[float], None]) -> float:
         """Sleep while another process was asked to wait; returns the seconds slept."""
         return 0.0
+
+    def pace(self, server: str, per_second: float, sleep: Callable[[float], None]) -> float:
+        """Sleep until this request's turn: at most `per_second` requests to `server` per
+        second (its documented rate limit); returns the seconds slept."""
+        now = self._clock()
+        slot = max(now, self._next.get(server, 0.0))
+        self._next[server] = slot + 1.0 / per_second
+        return _sleep_until(slot, now, sleep)
 
     @staticmethod
     def from_environment() -> HoldOff:
@@ -43,8 +56,8 @@ class FileHoldOff(HoldOff):
     (wall clock) until which nothing is sent and the process that was told."""
 
     def __init__(self, folder: Path, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self.folder = folder
-        self._clock = clock
 
     def _file(self, server: str) -> Path:
         return self.folder / hashlib.sha256(server.encode()).hexdigest()[:32]
@@ -80,3 +93,32 @@ class FileHoldOff(HoldOff):
             return 0.0
         sleep(left)
         return left
+
+    def pace(self, server: str, per_second: float, sleep: Callable[[float], None]) -> float:
+        """As `HoldOff.pace`, counted across every process that uses this folder: each
+        request takes the next free slot from the server's pacing file."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self._file(server).with_suffix(".pace"), "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                handle.seek(0)
+                try:
+                    taken = float(handle.read() or 0)
+                except ValueError:
+                    taken = 0.0
+                now = self._clock()
+                slot = max(now, taken)
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{slot + 1.0 / per_second:.6f}")
+        except OSError:
+            return super().pace(server, per_second, sleep)  # this process's share, at least
+        return _sleep_until(slot, now, sleep)
+
+
+def _sleep_until(slot: float, now: float, sleep: Callable[[float], None]) -> float:
+    left = slot - now
+    if left <= 0:
+        return 0.0
+    sleep(left)
+    return left

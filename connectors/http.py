@@ -65,6 +65,9 @@ class HttpConfig(ConnectorConfig):
     """Check the server's TLS certificate; switch off only for a lab."""
     retry_budget_seconds: float = Field(default=30, ge=0)
     """How long, in total, to wait when the server asks to retry later (Retry-After)."""
+    max_requests_per_second: float | None = Field(default=None, gt=0)
+    """The server's documented rate limit: at most this many requests per second, across
+    every flow run on this machine; none: no pacing (a 429's Retry-After is still obeyed)."""
 
     @field_validator("base_url")
     @classmethod
@@ -302,6 +305,8 @@ class HttpClient:
             sent_headers["Content-Type"] = self.content_type
         where = f"{self.name}: {method} {redact_url(f'{self.config.base_url}/{path}')}"
         self._holdoff.wait(self._server, self._sleep)  # another process may have been told
+        if self.config.max_requests_per_second:
+            self._holdoff.pace(self._server, self.config.max_requests_per_second, self._sleep)
         try:
             response = client.request(
                 method,

@@ -61,6 +61,8 @@ from offboarding.wiring.services import Services
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 ANCHOR_EVERY_SECONDS = 60.0
+BURST_QUIET = 0.1  # seconds without a wake-up that end a burst
+BURST_MAX = 0.5  # a pass starts at the latest this long after the first wake-up
 START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bottleneck
 _BROKEN = (StateType.CRASHED, StateType.FAILED)
 
@@ -95,8 +97,22 @@ class Dispatcher:
                 log.exception("dispatcher pass failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+                await self._after_burst()
             except TimeoutError:
                 pass
+
+    async def _after_burst(self) -> None:
+        """Woken by an intake or a decision: wait until no further wake-up came for
+        `BURST_QUIET` seconds (at most `BURST_MAX`), so a burst of events (a reorganisation)
+        is answered first and then handled in one pass, not a pass per event."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + BURST_MAX
+        while loop.time() < until:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=BURST_QUIET)
+            except TimeoutError:
+                return
 
     async def tick(self) -> None:
         await self.start_pending()

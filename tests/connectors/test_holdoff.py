@@ -121,3 +121,24 @@ def test_the_told_process_does_not_wait_twice_and_the_later_moment_wins(tmp_path
     assert waited.get(timeout=10) is None
     assert slept == []
     assert HoldOff().wait("https://app.example", slept.append) == 0.0  # nothing shared
+
+
+def pace_at(folder: Path, now: float, slept: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    slept.put(FileHoldOff(folder, clock=lambda: now).pace("https://app.example", 2.0, slept.put))
+
+
+def test_pacing_gives_each_request_its_own_slot_across_processes(tmp_path: Path) -> None:
+    here = FileHoldOff(tmp_path, clock=lambda: 1000.0)
+    slept: list[float] = []
+    # two requests per second: this process takes the slots at 1000.0 and 1000.5
+    assert here.pace("https://app.example", 2.0, slept.append) == 0.0
+    assert here.pace("https://app.example", 2.0, slept.append) == 0.5
+    waited = multiprocessing.get_context("fork").Queue()
+    in_another_process(pace_at, tmp_path, 1000.0, waited)  # the next one: 1001.0
+    assert waited.get(timeout=10) == 1.0
+    assert here.pace("https://app.example", 2.0, slept.append) == 1.5  # and then 1001.5
+    assert slept == [0.5, 1.5]
+    # another server has slots of its own; without a folder, pacing is this object's own
+    assert here.pace("https://other.example", 2.0, slept.append) == 0.0
+    alone = HoldOff(clock=lambda: 1000.0)
+    assert [alone.pace("s", 4.0, slept.append) for _ in range(3)] == [0.0, 0.25, 0.5]
