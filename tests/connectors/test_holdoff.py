@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import TransientError
 from connectors.holdoff import FileHoldOff, HoldOff
 from connectors.http import HttpClient, HttpConfig
 
@@ -63,27 +63,43 @@ def client(server: Throttling, folder: Path) -> HttpClient:
     return HttpClient(config, holdoff=FileHoldOff(folder))
 
 
-def told_to_wait(server: Throttling, folder: Path) -> None:
-    """In another process: one request, answered 429 with Retry-After: 1."""
-    one = client(server, folder)
-    with one.session() as session:
-        try:
-            one._request(session, "GET", "Users")
-        except TransientError as exc:
-            assert exc.retry_after == 1
-            return
-    raise AssertionError("the first request should have been told to wait")
+ROOT = Path(__file__).resolve().parents[2]
+HOLDOFF = "from pathlib import Path\nfrom connectors.holdoff import FileHoldOff\nimport sys\n"
+
+
+def in_another_process(code: str, *args: object) -> str:
+    """`code` run by a new interpreter (another process), with `args` as sys.argv[1:];
+    returns the last line it printed (structlog's default output comes first)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+TOLD_TO_WAIT = """
+from connectors.base import TransientError
+from connectors.http import HttpClient, HttpConfig
+config = HttpConfig(name="app", kind="scim", base_url=sys.argv[1], retry_budget_seconds=0)
+one = HttpClient(config, holdoff=FileHoldOff(Path(sys.argv[2])))
+with one.session() as session:
+    try:
+        one._request(session, "GET", "Users")
+    except TransientError as exc:
+        print(exc.retry_after)
+"""
 
 
 def test_another_process_waits_until_the_retry_after_has_passed(
     server: Throttling, tmp_path: Path
 ) -> None:
-    other = multiprocessing.get_context("fork").Process(
-        target=told_to_wait, args=(server, tmp_path)
-    )
-    other.start()
-    other.join(60)
-    assert other.exitcode == 0
+    base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    # the other process is told to wait (429, Retry-After: 1) and gives up at once
+    assert in_another_process(HOLDOFF + TOLD_TO_WAIT, base_url, tmp_path) == "1.0"
     told_at = server.arrivals[0]
     this = client(server, tmp_path)
     with this.session() as session:
@@ -93,20 +109,10 @@ def test_another_process_waits_until_the_retry_after_has_passed(
     assert server.arrivals[1] >= told_at + 1.0
 
 
-def note_at(folder: Path, now: float, seconds: float) -> None:
-    FileHoldOff(folder, clock=lambda: now).note("https://app.example", seconds)
-
-
-def wait_at(folder: Path, now: float, slept: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    FileHoldOff(folder, clock=lambda: now).wait("https://app.example", slept.put)
-    slept.put(None)
-
-
-def in_another_process(target: object, *args: object) -> None:
-    process = multiprocessing.get_context("fork").Process(target=target, args=args)  # type: ignore[arg-type]
-    process.start()
-    process.join(60)
-    assert process.exitcode == 0
+HERE = "here = FileHoldOff(Path(sys.argv[1]), clock=lambda: float(sys.argv[2]))\n"
+NOTE_AT = HERE + 'here.note("https://app.example", float(sys.argv[3]))'
+WAIT_AT = HERE + 'slept = []\nhere.wait("https://app.example", slept.append)\nprint(slept)'
+PACE_AT = HERE + 'print(here.pace("https://app.example", 2.0, lambda s: None))'
 
 
 def test_the_told_process_does_not_wait_twice_and_the_later_moment_wins(tmp_path: Path) -> None:
@@ -114,17 +120,11 @@ def test_the_told_process_does_not_wait_twice_and_the_later_moment_wins(tmp_path
     slept: list[float] = []
     here.note("https://app.example", 2.0)  # until 1002.0
     assert here.wait("https://app.example", slept.append) == 0.0  # told here: its retry waits
-    in_another_process(note_at, tmp_path, 1000.0, 0.5)  # until 1000.5: earlier, so ignored
-    waited = multiprocessing.get_context("fork").Queue()
-    in_another_process(wait_at, tmp_path, 1001.0, waited)
-    assert waited.get(timeout=10) == 1.0  # the 1.0 s left of the 2.0 s
-    assert waited.get(timeout=10) is None
+    in_another_process(HOLDOFF + NOTE_AT, tmp_path, 1000.0, 0.5)  # until 1000.5: ignored
+    # another process, at 1001.0, sleeps the 1.0 s left of the 2.0 s
+    assert in_another_process(HOLDOFF + WAIT_AT, tmp_path, 1001.0) == "[1.0]"
     assert slept == []
     assert HoldOff().wait("https://app.example", slept.append) == 0.0  # nothing shared
-
-
-def pace_at(folder: Path, now: float, slept: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    slept.put(FileHoldOff(folder, clock=lambda: now).pace("https://app.example", 2.0, slept.put))
 
 
 def test_pacing_gives_each_request_its_own_slot_across_processes(tmp_path: Path) -> None:
@@ -133,9 +133,8 @@ def test_pacing_gives_each_request_its_own_slot_across_processes(tmp_path: Path)
     # two requests per second: this process takes the slots at 1000.0 and 1000.5
     assert here.pace("https://app.example", 2.0, slept.append) == 0.0
     assert here.pace("https://app.example", 2.0, slept.append) == 0.5
-    waited = multiprocessing.get_context("fork").Queue()
-    in_another_process(pace_at, tmp_path, 1000.0, waited)  # the next one: 1001.0
-    assert waited.get(timeout=10) == 1.0
+    # another process takes the next one, at 1001.0
+    assert in_another_process(HOLDOFF + PACE_AT, tmp_path, 1000.0) == "1.0"
     assert here.pace("https://app.example", 2.0, slept.append) == 1.5  # and then 1001.5
     assert slept == [0.5, 1.5]
     # another server has slots of its own; without a folder, pacing is this object's own
