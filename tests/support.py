@@ -142,6 +142,22 @@ def run_of(stack: Any, case_id: str, timeout: float = 180) -> str:
     raise AssertionError(f"no flow run was created for case {case_id} within {timeout:.0f} s")
 
 
+def waiting_case(
+    stack: Any, employee_id: str, uid: str, name: str
+) -> tuple[str, str, list[EmailMessage]]:
+    """A leaver's case whose run waits for its approval: (case id, flow run id, the
+    approval emails)."""
+    response = send_leaver(stack, employee_id, uid, name)
+    assert response.status_code == 202, response.text
+    case_id = response.json()["case_id"]
+    flow_run_id = run_of(stack, case_id)
+    requests = stack.mailbox.wait_for(
+        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
+    )
+    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
+    return case_id, flow_run_id, list(requests)
+
+
 def until(condition: Any, what: str, timeout: float = 60) -> Any:
     """Poll `condition` until it gives something true; its value, or fail naming `what`."""
     deadline = time.monotonic() + timeout

@@ -123,13 +123,6 @@ def served_deployments(instance: str, path: Path | None = None) -> list[RunnerDe
     return built
 
 
-def deployment_modules(path: Path | None = None) -> list[str]:
-    """The modules prefect.yaml's entrypoints live in (what a flow-run process imports)."""
-    spec = yaml.safe_load((path or deployments_file()).read_text())
-    names = [e["entrypoint"].split(":", 1)[0] for e in spec["deployments"]]
-    return sorted({name.removesuffix(".py").replace("/", ".") for name in names})
-
-
 def entrypoint_files(path: Path | None = None) -> list[Path]:
     """The files prefect.yaml's entrypoints name, relative to the project root."""
     spec = yaml.safe_load((path or deployments_file()).read_text())

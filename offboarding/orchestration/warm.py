@@ -35,22 +35,16 @@ MAX_REQUEST = 1 << 20  # the client's environment, as JSON
 
 
 def preload() -> list[str]:
-    """Import what a flow-run process imports: Prefect's engine and this installation's flows."""
-    import importlib
-
+    """Import what a flow-run process imports: Prefect's engine, the services its flows
+    build, and this installation's flows (loaded from their files, as Prefect loads them)."""
     import prefect.engine
     import prefect.flow_engine  # noqa: F401
     from prefect._internal import metrics  # noqa: F401
 
     from offboarding.orchestration.prefect_tls import share_tls_contexts
-    from offboarding.orchestration.runner import deployment_modules
 
     share_tls_contexts()  # a flow run makes a Prefect client for nearly every call
-    loaded = []
-    for name in deployment_modules():
-        importlib.import_module(name)
-        loaded.append(name)
-    return loaded + preload_services() + preload_entrypoints()
+    return preload_services() + preload_entrypoints()
 
 
 def preload_entrypoints() -> list[str]:

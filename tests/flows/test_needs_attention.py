@@ -19,10 +19,9 @@ from support import (
     groups_with,
     is_locked,
     link_in,
-    run_of,
-    send_leaver,
     text_of,
     wait_for_state,
+    waiting_case,
 )
 
 from offboarding.domain.audit import events_for_case, verify_chain
@@ -44,13 +43,8 @@ def fragile_stack(tmp_path_factory, smtp_server, new_postgres_database) -> Itera
 
 
 def start_case(stack: Stack, employee_id: str, uid: str, name: str) -> tuple[str, str, str]:
-    response = send_leaver(stack, employee_id, uid, name)
-    assert response.status_code == 202, response.text
-    case_id = response.json()["case_id"]
-    flow_run_id = run_of(stack, case_id)
-    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
-    email = stack.mailbox.wait_for(lambda m: case_id in text_of(m) and "/approvals/" in text_of(m))
-    return case_id, flow_run_id, link_in(email[0])
+    case_id, flow_run_id, requests = waiting_case(stack, employee_id, uid, name)
+    return case_id, flow_run_id, link_in(requests[0])
 
 
 def status_of(stack: Stack, case_id: str) -> Case:

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlmodel import Session, select
-from support import decide, link_in, prefect, run_of, send_leaver, text_of, wait_for_state
+from support import (
+    decide,
+    link_in,
+    prefect,
+    wait_for_state,
+    waiting_case,
+)
 
 from approvals.requests import renew_approvals
 from flows.oversight import OVERVIEW_KEY, erase_overview_history
@@ -125,14 +131,7 @@ def row_of(rows: list[dict[str, str]], case_id: str) -> dict[str, str]:
 
 def test_the_overview_follows_a_case_from_approval_to_completion(stack) -> None:  # type: ignore[no-untyped-def]
     employee_id, uid, name = LEAVER
-    response = send_leaver(stack, employee_id, uid, name)
-    assert response.status_code == 202, response.text
-    case_id = response.json()["case_id"]
-    flow_run_id = run_of(stack, case_id)
-    requests = stack.mailbox.wait_for(
-        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
-    )
-    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
+    case_id, flow_run_id, requests = waiting_case(stack, employee_id, uid, name)
     approvers = sorted(
         person.display_name
         for person in stack.services.people.managers()

@@ -28,10 +28,8 @@ from support import (
     groups_with,
     is_locked,
     link_in,
-    run_of,
-    send_leaver,
-    text_of,
     wait_for_state,
+    waiting_case,
 )
 
 from demo.directory import LocalDirectory
@@ -122,21 +120,6 @@ def submitted_by(api_url: str, flow_run_id: str, timeout: float = 30) -> str:
     raise AssertionError(f"no worker submitted flow run {flow_run_id}")
 
 
-def waiting_case(
-    stack: ProductionStack, employee_id: str, uid: str, name: str
-) -> tuple[str, list[Any]]:
-    """A leaver's case whose run waits for its approval: (flow run id, approval emails)."""
-    response = send_leaver(stack, employee_id, uid, name)
-    assert response.status_code == 202, response.text
-    case_id = response.json()["case_id"]
-    flow_run_id = run_of(stack, case_id)
-    requests = stack.mailbox.wait_for(
-        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
-    )
-    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
-    return flow_run_id, requests
-
-
 def test_the_pool_has_the_deployments_its_limit_and_two_workers(
     production: ProductionStack,
 ) -> None:
@@ -166,7 +149,7 @@ def test_a_leaver_is_offboarded_by_the_pools_workers(production: ProductionStack
     dn = f"uid={uid},{stack.directory.users_base}"
     admin = stack.directory.admin_connection()
     assert groups_with(admin, stack.directory.groups_base, dn, uid)
-    flow_run_id, requests = waiting_case(stack, employee_id, uid, name)
+    _, flow_run_id, requests = waiting_case(stack, employee_id, uid, name)
     api = stack.running.api_url
     first_worker = submitted_by(api, flow_run_id)
     result = decide(link_in(requests[0]), "approve")
@@ -194,7 +177,7 @@ def test_killed_workers_are_started_again_and_the_waiting_case_completes(
 ) -> None:
     stack = production
     # the case waits for its approval: no process holds its run
-    flow_run_id, requests = waiting_case(stack, "E1020", "zkuipers", "Zoë Kuipers")
+    _, flow_run_id, requests = waiting_case(stack, "E1020", "zkuipers", "Zoë Kuipers")
     api = stack.running.api_url
     keeper = stack.running.keeper
     assert keeper is not None
