@@ -12,7 +12,7 @@ Every event has a last working day 30 days ahead: its run is created SCHEDULED a
 not execute, so the figures are intake + run creation, not the offboarding flows.
 
     .venv/bin/python benchmarks/intake.py [--levels 2,20,50] [--databases sqlite,postgresql]
-        [--copies 10] [--deadline 180] [--prefect-postgres] [--keep]
+        [--copies 10] [--deadline 180] [--prefect-postgres] [--web-processes 1] [--keep]
 
 Exits 1 when a target is missed (any 5xx or failed request, a burst event not answered
 202, cases != N, runs != N, runs missing in Prefect, /healthz not 200, copies of one
@@ -412,6 +412,7 @@ def bench_database(
             hris_secret=secrets.token_urlsafe(24),  # type: ignore[arg-type]
             signing_key=secrets.token_urlsafe(24),  # type: ignore[arg-type]
             connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
+            web_processes=args.web_processes,
         )
         prefect_url = prefect_env(home, settings.prefect_port)[
             "PREFECT_SERVER_DATABASE_CONNECTION_URL"
@@ -503,6 +504,12 @@ def main() -> None:
         "--prefect-postgres",
         action="store_true",
         help="on the postgresql round, Prefect's own database on PostgreSQL too",
+    )
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="web processes sharing the service's port (the setting web_processes; 1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs afterwards")
     args = parser.parse_args()

@@ -12,7 +12,7 @@ settings, Prefect or the database: their config and client are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -337,6 +337,10 @@ class PeopleDirectory(Protocol):
     """Who is who: finds employees by HR id and knows who counts as a manager."""
 
     def find_person(self, employee_id: str) -> Person | None: ...
+
+    def find_people(self, employee_ids: Sequence[str]) -> dict[str, Person]:
+        """The people among `employee_ids`, keyed by the id asked for (one lookup)."""
+        ...
 
     def managers(self) -> list[Person]: ...
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
 
 import ldap3
 import structlog
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from connectors.base import PermanentError, Person
-from connectors.ldap_client import LdapClient
+from connectors.base import PermanentError, Person, TransientError
+from connectors.ldap_client import ConnectionFactory, LdapClient, LdapConfig
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+KEEP_OPEN = 4  # bound connections kept for the next lookup (intake looks people up in bursts)
 
 _PERSON_ATTRIBUTES = ["displayName", "cn", "mail", "preferredLanguage"]
 
@@ -27,50 +34,161 @@ def normalise_language(value: str | None) -> str | None:
 
 
 class LdapPeopleDirectory(LdapClient):
-    """Finds employees by `employee_id_attribute`; managers are `managers_group` plus `managers`."""
+    """Finds employees by `employee_id_attribute`; managers are `managers_group` plus `managers`.
+
+    Lookups reuse bound connections (at most `keep_open` idle), so a burst of HR events
+    does not open and bind a connection per person. A kept connection the server has
+    closed meanwhile is dropped and the lookup made once more on a new one. A forked
+    process never uses its parent's connections."""
+
+    def __init__(
+        self,
+        config: LdapConfig,
+        *,
+        connect: ConnectionFactory | None = None,
+        dry_run: bool = False,
+        keep_open: int = KEEP_OPEN,
+    ) -> None:
+        super().__init__(config, connect=connect, dry_run=dry_run)
+        self.keep_open = keep_open
+        self._idle: list[ldap3.Connection] = []
+        self._owner = os.getpid()
+        self._idle_lock = threading.Lock()
 
     def find_person(self, employee_id: str) -> Person | None:
-        with self.session() as conn:
-            return self._find(conn, employee_id)
+        return self._reading(lambda conn: self._find(conn, employee_id))
+
+    def find_people(self, employee_ids: Sequence[str]) -> dict[str, Person]:
+        """The people among `employee_ids` (one search), keyed by the id asked for."""
+        wanted = list(dict.fromkeys(employee_ids))
+        if not wanted:
+            return {}
+        return self._reading(lambda conn: self._find_all(conn, wanted))
 
     def managers(self) -> list[Person]:
+        return self._reading(self._managers)
+
+    def _managers(self, conn: ldap3.Connection) -> list[Person]:
         people: dict[str, Person] = {}
-        with self.session() as conn:
-            if self.config.managers_group:
-                for person in self._group_members(conn, self.config.managers_group):
-                    people[person.employee_id] = person
-            for employee_id in self.config.managers:
-                if employee_id in people:
-                    continue
-                found = self._find(conn, employee_id)
-                if found is None:
-                    log.warning(
-                        "configured manager not found", connector=self.name, employee_id=employee_id
-                    )
-                    continue
-                people[found.employee_id] = found
+        if self.config.managers_group:
+            for person in self._group_members(conn, self.config.managers_group):
+                people[person.employee_id] = person
+        for employee_id in self.config.managers:
+            if employee_id in people:
+                continue
+            found = self._find(conn, employee_id)
+            if found is None:
+                log.warning(
+                    "configured manager not found", connector=self.name, employee_id=employee_id
+                )
+                continue
+            people[found.employee_id] = found
         return [people[key] for key in sorted(people)]
 
     def group_members(self, group: str) -> list[Person]:
         """The people in `group`: a DN, or a cn under `groups_base` (e.g. "management")."""
         group_dn = group if "=" in group else f"cn={escape_rdn(group)},{self.config.groups_base}"
-        with self.session() as conn:
-            found = self._group_members(conn, group_dn, setting="approvers_group")
+        found = self._reading(
+            lambda conn: self._group_members(conn, group_dn, setting="approvers_group")
+        )
         unique = {person.employee_id: person for person in found}
         return [unique[key] for key in sorted(unique)]
 
     def _find(self, conn: ldap3.Connection, employee_id: str) -> Person | None:
+        return self._find_all(conn, [employee_id]).get(employee_id)
+
+    def _find_all(self, conn: ldap3.Connection, employee_ids: list[str]) -> dict[str, Person]:
         attribute = self.config.employee_id_attribute
-        search_filter = f"({attribute}={escape_filter_chars(employee_id)})"
+        terms = [f"({attribute}={escape_filter_chars(one)})" for one in employee_ids]
+        search_filter = terms[0] if len(terms) == 1 else f"(|{''.join(terms)})"
         found = self.search(
             conn, self.config.users_base, search_filter, [attribute, *_PERSON_ATTRIBUTES]
         )
-        if len(found) > 1:
-            names = ", ".join(sorted(entry["dn"] for entry in found))
-            raise PermanentError(
-                f"{self.name}: more than one person matches {search_filter}: {names}"
-            )
-        return self._person(found[0]["attributes"]) if found else None
+        people: dict[str, Person] = {}
+        for employee_id, term in zip(employee_ids, terms, strict=True):
+            # the directory compares ids by its own matching rule (usually ignoring case)
+            matches = [
+                entry
+                for entry in found
+                if any(
+                    value.casefold() == employee_id.casefold()
+                    for value in entry["attributes"].get(attribute.lower(), [])
+                )
+            ]
+            if len(matches) > 1:
+                names = ", ".join(sorted(entry["dn"] for entry in matches))
+                raise PermanentError(f"{self.name}: more than one person matches {term}: {names}")
+            person = self._person(matches[0]["attributes"]) if matches else None
+            if person is not None:
+                people[employee_id] = person
+        return people
+
+    # -- kept connections -----------------------------------------------------------
+
+    def _reading(self, work: Callable[[ldap3.Connection], T]) -> T:
+        """`work` on a kept connection, else on a new one; kept afterwards if it did not fail."""
+        kept = self._take()
+        if kept is not None:
+            try:
+                result = work(kept)
+            except TransientError as exc:  # e.g. the server closed it while it was kept
+                self._close(kept)
+                log.debug("kept ldap connection failed; once more on a new one", error=str(exc))
+            except BaseException:
+                self._close(kept)
+                raise
+            else:
+                self._give_back(kept)
+                return result
+        with self._opened() as conn:
+            return work(conn)
+
+    @contextmanager
+    def _opened(self) -> Iterator[ldap3.Connection]:
+        conn = self._guard("connect", self.config.url, self._connect)
+        try:
+            if not conn.bound and not self.open_and_bind(conn, self.config.bind_dn):
+                raise PermanentError(
+                    f"{self.name}: bind as {self.config.bind_dn} was refused (invalidCredentials); "
+                    "check bind_dn and bind_password"
+                )
+            yield conn
+        except BaseException:
+            self._close(conn)
+            raise
+        self._give_back(conn)
+
+    def _take(self) -> ldap3.Connection | None:
+        with self._idle_lock_here():
+            return self._idle.pop() if self._idle else None
+
+    def _give_back(self, conn: ldap3.Connection) -> None:
+        with self._idle_lock_here():
+            if len(self._idle) < self.keep_open:
+                self._idle.append(conn)
+                return
+        self._close(conn)
+
+    def _close(self, conn: ldap3.Connection) -> None:
+        try:
+            conn.unbind()
+        except Exception as exc:  # noqa: BLE001 - closing a connection that failed anyway
+            log.debug("ldap unbind failed", connector=self.name, error=str(exc))
+
+    def close(self) -> None:
+        """Unbind the kept connections (they are also dropped when the process ends)."""
+        with self._idle_lock_here():
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close(conn)
+
+    def _idle_lock_here(self) -> threading.Lock:
+        """This process's lock. In a forked child the parent's connections are forgotten,
+        never unbound (that would end the parent's sessions), and its lock replaced (another
+        thread may have held it at the fork)."""
+        if self._owner != os.getpid():
+            self._owner, self._idle, self._idle_lock = os.getpid(), [], threading.Lock()
+        return self._idle_lock
 
     def _group_members(
         self, conn: ldap3.Connection, group_dn: str, *, setting: str = "managers_group"

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from offboarding.domain.models import AuditEvent, as_utc, utcnow
+from offboarding.domain.models import AuditEvent, as_utc, insert_now, utcnow
 
 T = TypeVar("T")
 GENESIS = "0" * 64
@@ -76,17 +76,23 @@ def append(
     """Append one event inside the caller's transaction (so it commits, or not, with the
     change it records). The caller commits; on `IntegrityError` it retries everything
     (see `is_chain_collision`). With `once_key`, an existing record of the key: None."""
+    session.flush()  # rows the event refers to (a new case) are written before it
     if session.get_bind().dialect.name == "postgresql":
         # one appender at a time, across processes, until this transaction ends
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
     if once_key is not None:
-        existing = session.exec(select(AuditEvent).where(AuditEvent.once_key == once_key)).first()
+        existing = session.exec(
+            select(AuditEvent.seq).where(AuditEvent.once_key == once_key)
+        ).first()
         if existing is not None:
             return None
-    head = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc())).first()
+    head = session.exec(
+        select(AuditEvent.seq, AuditEvent.hash).order_by(col(AuditEvent.seq).desc()).limit(1)
+    ).first()
+    last_seq, prev_hash = head if head is not None else (0, GENESIS)
     payload = canonical_json(details or {})
     event = AuditEvent(
-        seq=head.seq + 1 if head else 1,
+        seq=last_seq + 1,
         at=utcnow(),
         case_id=case_id,
         actor=actor,
@@ -95,11 +101,11 @@ def append(
         details=payload,
         details_digest=digest(payload),
         once_key=once_key,
-        prev_hash=head.hash if head else GENESIS,
+        prev_hash=prev_hash,
         hash="",
     )
     event.hash = event_hash(event)
-    session.add(event)
+    insert_now(session, event)
     session.info.setdefault(_APPENDED, []).append(event)
     return event
 

@@ -72,9 +72,20 @@ def find_by_event(
     """The case this event opened: the same id (and, when given, the same moment), the
     newest first. An HR system that keeps one id per person (Personio) sends it again for a
     rehire's later leaving, with a later `occurred_at`: that is a new case, not a resend."""
-    found = session.exec(
-        select(Case).where(Case.event_id == event_id).order_by(col(Case.created_at).desc())
-    ).all()
+    return pick_by_event(cases_of_event(session, event_id), occurred_at)
+
+
+def cases_of_event(session: Session, event_id: str) -> list[Case]:
+    """Every case opened under this event id, the newest first."""
+    return list(
+        session.exec(
+            select(Case).where(Case.event_id == event_id).order_by(col(Case.created_at).desc())
+        ).all()
+    )
+
+
+def pick_by_event(found: list[Case], occurred_at: datetime | None = None) -> Case | None:
+    """`find_by_event` among the cases of one event id (`cases_of_event`)."""
     if occurred_at is None:
         return found[0] if found else None
     same = [c for c in found if as_utc(c.occurred_at) == as_utc(occurred_at)]

@@ -6,8 +6,17 @@ import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Column, Index, Text, UniqueConstraint, insert, text
+from sqlmodel import Field, Session, SQLModel
+
+
+def insert_now(session: Session, row: SQLModel) -> None:
+    """Write `row` at once, in one INSERT, without the session's unit of work (a tenth of
+    the work on the intake's hot path). The row's own object stays detached; a duplicate
+    key raises IntegrityError here, as a flush would."""
+    table = row.__table__  # type: ignore[attr-defined]
+    # the statement is the same for every row of the table: compiled once, then cached
+    session.execute(insert(table), {c.name: getattr(row, c.name) for c in table.columns})
 
 
 def utcnow() -> datetime:

@@ -69,23 +69,26 @@ def once_key(event_id: str) -> str:
 
 def seen(session: Session, event_id: str) -> Change | None:
     """A lifecycle event received before (a resend): the case it concerned, unchanged."""
-    earlier = session.exec(
-        select(AuditEvent).where(AuditEvent.once_key == once_key(event_id))
+    case_id = session.exec(
+        select(AuditEvent.case_id).where(AuditEvent.once_key == once_key(event_id))
     ).first()
-    if earlier is None or earlier.case_id is None:
+    if case_id is None:
         return None
-    case = session.get(Case, earlier.case_id)
+    case = session.get(Case, case_id)
     if case is None:
         return None
     return Change(case, "unchanged")
 
 
 def locked_open_case(session: Session, employee_id: str) -> Case | None:
-    return session.exec(
-        select(Case)
+    """The employee's open case, locked until the transaction ends (usually there is none:
+    only its id is asked for first, which costs less)."""
+    case_id = session.exec(
+        select(Case.id)
         .where(Case.employee_id == employee_id, col(Case.status).not_in(list(TERMINAL_STATUSES)))
         .with_for_update()
     ).first()
+    return None if case_id is None else session.get(Case, case_id)
 
 
 def _record(

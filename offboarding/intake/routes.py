@@ -28,8 +28,14 @@ from sqlmodel import Session
 from approvals.decisions import settle
 from approvals.rules import Verdict
 from offboarding.domain import audit
-from offboarding.domain.cases import case_id_for, find_by_event, latest_plan, start_time
-from offboarding.domain.models import Case, CaseStatus, PlanStatus, as_utc
+from offboarding.domain.cases import (
+    case_id_for,
+    cases_of_event,
+    latest_plan,
+    pick_by_event,
+    start_time,
+)
+from offboarding.domain.models import Case, CaseStatus, PlanStatus, as_utc, insert_now
 from offboarding.intake import adapters, lifecycle
 from offboarding.intake.adapters import afas, personio
 from offboarding.intake.hris import (
@@ -47,6 +53,7 @@ from offboarding.wiring.settings import Settings
 
 log = structlog.get_logger(__name__)
 MAX_EVENT_BYTES = 64 * 1024
+INTAKE_THREADS = 2
 
 
 class Refused(Exception):
@@ -150,55 +157,46 @@ def new_case(event: TerminationEvent, *, scheduled: bool) -> Case:
 def store_case(services: Services, event: HrisEvent) -> Stored:
     """The event's effect and its audit event in one short transaction (a worker thread):
     a new case; or, for an employee whose case is open, an urgent upgrade, a new last
-    working day, or a cancellation (`offboarding.intake.lifecycle`)."""
-    engine, settings = services.engine, services.settings
-    with Session(engine, expire_on_commit=False) as session:
-        existing = find_by_event(session, event.id, as_utc(event.occurred_at))
-        earlier = lifecycle.seen(session, event.id)
-    if existing is not None:
-        return Stored(existing, new=False, scheduled=None, outcome="unchanged")
-    if earlier is not None:
-        return Stored.of(earlier)
-    for employee_id, role in ((event.employee.id, "employee"), (event.requested_by, "requester")):
-        if services.people.find_person(employee_id) is None:
-            raise Refused(
-                422,
-                f"unknown_{role}",
-                f"unknown {role if role == 'employee' else 'requested_by'} {employee_id!r}: "
-                "not found in the people directory",
-                event_id=event.id,
-            )
-    if isinstance(event, CancellationEvent):
-        return _in_transaction(
-            services, event, lambda s: lifecycle.cancel(s, event, decided=decided(services))
+    working day, or a cancellation (`offboarding.intake.lifecycle`). A copy of an event
+    already received is answered from the database, without asking the people directory."""
+    settings = services.settings
+    scheduled = (
+        None
+        if isinstance(event, CancellationEvent)
+        else start_time(
+            last_working_day=event.last_working_day,
+            urgent=event.urgent,
+            zone=settings.zone,
+            end_of_day=settings.end_of_day,
+            now=datetime.now(UTC),
         )
-    scheduled = start_time(
-        last_working_day=event.last_working_day,
-        urgent=event.urgent,
-        zone=settings.zone,
-        end_of_day=settings.end_of_day,
-        now=datetime.now(UTC),
     )
+    known: list[bool] = []  # the people were found (asked once, also when retried)
 
-    def open_case(session: Session) -> Stored:
-        again = find_by_event(session, event.id, as_utc(event.occurred_at))
-        if again is not None:
-            return Stored(again, new=False, scheduled=None, outcome="unchanged")
+    def store(session: Session) -> Stored | lifecycle.Change:
+        of_event = cases_of_event(session, event.id)
+        existing = pick_by_event(of_event, as_utc(event.occurred_at))
+        if existing is not None:
+            return Stored(existing, new=False, scheduled=None, outcome="unchanged")
         earlier = lifecycle.seen(session, event.id)
         if earlier is not None:
-            return Stored.of(earlier)
+            return earlier
+        if not known:
+            check_people(services, event)
+            known.append(True)
+        if isinstance(event, CancellationEvent):
+            return lifecycle.cancel(session, event, decided=decided(services))
         open_case = lifecycle.locked_open_case(session, event.employee.id)
         if open_case is not None:
-            change = lifecycle.change_open_case(
+            return lifecycle.change_open_case(
                 session, open_case, event, zone=settings.zone, end_of_day=settings.end_of_day
             )
-            return Stored.of(change)
         case = new_case(event, scheduled=scheduled is not None)
         # a rehire whose HR system reuses the event id of an earlier (closed) case
-        reused = session.get(Case, case_id_for(event.id)) is not None
+        reused = any(c.id == case_id_for(event.id) for c in of_event)
         case.id = case_id_for(event.id, as_utc(event.occurred_at) if reused else None)
-        session.add(case)
-        session.flush()  # a racing copy of this event (or employee) fails here, and retries
+        insert_now(session, case)  # a racing copy of this event (or employee) fails here
+        # and retries
         audit.append(
             session,
             action="case.opened",
@@ -214,7 +212,21 @@ def store_case(services: Services, event: HrisEvent) -> Stored:
         )
         return Stored(case, new=True, scheduled=scheduled)
 
-    return _in_transaction(services, event, open_case)
+    return _in_transaction(services, event, store)
+
+
+def check_people(services: Services, event: HrisEvent) -> None:
+    """The leaver and the requester are in the people directory (one lookup), else 422."""
+    found = services.people.find_people([event.employee.id, event.requested_by])
+    for employee_id, role in ((event.employee.id, "employee"), (event.requested_by, "requester")):
+        if employee_id not in found:
+            raise Refused(
+                422,
+                f"unknown_{role}",
+                f"unknown {role if role == 'employee' else 'requested_by'} {employee_id!r}: "
+                "not found in the people directory",
+                event_id=event.id,
+            )
 
 
 def _in_transaction(services: Services, event: HrisEvent, work: Callable[[Session], Any]) -> Stored:
@@ -269,7 +281,12 @@ def record_refusal(services: Services, refusal: Refused, actor: str = "hris") ->
 def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) -> APIRouter:
     router = APIRouter(tags=["HRIS intake"])
     settings = services.settings
-    limiter = anyio.CapacityLimiter(settings.db_concurrency)
+    # The database and directory work of intake: a few threads per web process. More only
+    # add switching between threads of one process in a burst (measured: a 50-event burst
+    # cost twice the CPU with 16 threads as with 2); a burst is spread over processes
+    # instead (`web_processes`). A vendor's API is asked on threads of its own.
+    limiter = anyio.CapacityLimiter(INTAKE_THREADS)
+    vendor_limiter = anyio.CapacityLimiter(settings.db_concurrency)
 
     def keys() -> list[str]:
         found = [settings.hris_secret.get_secret_value()]
@@ -279,6 +296,9 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
 
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    async def asking_vendor(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=vendor_limiter)
 
     @router.post(
         "/hris/events",
@@ -339,7 +359,13 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
             )
         return accepted(stored)
 
-    vendor_routes(router, services, in_thread=in_thread, wake_dispatcher=wake_dispatcher)
+    vendor_routes(
+        router,
+        services,
+        in_thread=in_thread,
+        asking_vendor=asking_vendor,
+        wake_dispatcher=wake_dispatcher,
+    )
     return router
 
 
@@ -416,6 +442,7 @@ def vendor_routes(
     services: Services,
     *,
     in_thread: Callable[..., Any],
+    asking_vendor: Callable[..., Any],
     wake_dispatcher: Callable[[], None],
 ) -> None:
     """`POST /hris/<vendor>`: the same pipeline as `/hris/events` (limit, authenticate the
@@ -440,7 +467,7 @@ def vendor_routes(
                 except SignatureError as exc:
                     raise Refused(401, "unauthorized", f"{adapter.name}: {exc}") from exc
                 try:
-                    notice = await in_thread(adapter.parse, body, settings)
+                    notice = await asking_vendor(adapter.parse, body, settings)
                 except adapters.VendorPayloadError as exc:
                     raise Refused(422, "malformed", exc.problems, event_id=exc.event_id) from exc
                 except afas.AfasUnavailable as exc:

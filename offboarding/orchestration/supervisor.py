@@ -338,7 +338,70 @@ def runs_submitted_by(api_url: str, worker: str, *, since: datetime) -> set[str]
             page = client.get(body["next_page"])
 
 
-class WorkerKeeper:
+class ProcessKeeper:
+    """Starts a kept process (number n is `processes[n - 1]`) again when it dies: its
+    process group is stopped first, then `on_death(n)` runs, then `start(n)`; after a
+    failure 1, 2, 5, 10, then 30 s apart."""
+
+    def __init__(
+        self,
+        *,
+        processes: list[subprocess.Popen[bytes]],
+        start: Callable[[int], subprocess.Popen[bytes]],
+        replaced: Callable[[subprocess.Popen[bytes], subprocess.Popen[bytes]], None],
+        what: str,
+        on_death: Callable[[int], None] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        self.processes = processes  # the running service's list: kept up to date here
+        self.what = what
+        self.started = datetime.now(UTC)
+        self._start = start  # process number (from 1) -> its new process
+        self._replaced = replaced
+        self._on_death = on_death
+        self.interval = interval
+        self.restarts = 0
+        self._failures = [0] * len(processes)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"{what}-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No restart from now on (the service stops the processes itself)."""
+        self._stopping.set()
+        self._thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.interval):
+            for index, process in enumerate(list(self.processes)):
+                if process.poll() is None or self._stopping.is_set():
+                    continue
+                self._restart(index, process)
+
+    def _restart(self, index: int, dead: subprocess.Popen[bytes]) -> None:
+        what, number = self.what, index + 1
+        log.error(f"{what} exited unexpectedly", number=number, exit_code=dead.returncode)
+        stop_process_group(dead)  # the processes it started end with it
+        delay = RESTART_DELAYS[min(self._failures[index], len(RESTART_DELAYS) - 1)]
+        self._failures[index] += 1
+        if self._stopping.wait(delay):
+            return
+        if self._on_death is not None:
+            self._on_death(number)
+        try:
+            fresh = self._start(number)
+        except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+            log.error(f"{what} did not come back", number=number, error=str(exc))
+            return
+        self.processes[index] = fresh
+        self._replaced(dead, fresh)
+        self.restarts += 1
+        log.warning(f"{what} restarted", number=number, pid=fresh.pid, restarts=self.restarts)
+
+
+class WorkerKeeper(ProcessKeeper):
     """Production mode: starts a worker again when it dies. Its process group is stopped
     first (the flow runs it started end with it), and the runs whose process is gone are
     marked CRASHED, which the dispatcher recovers like any crashed run."""
@@ -354,43 +417,21 @@ class WorkerKeeper:
         deployments: Sequence[str],
         interval: float = 1.0,
     ) -> None:
-        self.workers = workers  # the running service's list: kept up to date here
-        self.names = list(names)  # worker n is workers[n - 1], named names[n - 1]
-        self.started = datetime.now(UTC)
-        self._start = start  # worker number (from 1) -> its new process
-        self._replaced = replaced
+        super().__init__(
+            processes=workers,
+            start=start,
+            replaced=replaced,
+            what="worker",
+            on_death=self._crash_runs_of,
+            interval=interval,
+        )
+        self.names = list(names)  # worker n is named names[n - 1]
         self.api_url = api_url
         self.deployments = list(deployments)
-        self.interval = interval
-        self.restarts = 0
-        self._failures = [0] * len(workers)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="worker-keeper", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """No restart from now on (the service stops its workers itself)."""
-        self._stopping.set()
-        self._thread.join(timeout=30)
-
-    def _watch(self) -> None:
-        while not self._stopping.wait(self.interval):
-            for index, process in enumerate(list(self.workers)):
-                if process.poll() is None or self._stopping.is_set():
-                    continue
-                self._restart(index, process)
-
-    def _restart(self, index: int, dead: subprocess.Popen[bytes]) -> None:
-        log.error("worker exited unexpectedly", worker=index + 1, exit_code=dead.returncode)
-        stop_process_group(dead)  # its flow-run processes end with it
-        delay = RESTART_DELAYS[min(self._failures[index], len(RESTART_DELAYS) - 1)]
-        self._failures[index] += 1
-        if self._stopping.wait(delay):
-            return
+    def _crash_runs_of(self, number: int) -> None:
         try:
-            its_runs = runs_submitted_by(self.api_url, self.names[index], since=self.started)
+            its_runs = runs_submitted_by(self.api_url, self.names[number - 1], since=self.started)
             crashed = crash_runs_of(
                 self.api_url,
                 self.deployments,
@@ -402,12 +443,3 @@ class WorkerKeeper:
             crashed = []
         if crashed:
             log.warning("flow runs of the dead worker marked crashed", flow_run_ids=crashed)
-        try:
-            fresh = self._start(index + 1)
-        except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
-            log.error("worker did not come back", worker=index + 1, error=str(exc))
-            return
-        self.workers[index] = fresh
-        self._replaced(dead, fresh)
-        self.restarts += 1
-        log.warning("worker restarted", worker=index + 1, pid=fresh.pid, restarts=self.restarts)

@@ -44,9 +44,10 @@ from offboarding.wiring.processes import (
     stop_process_group,
 )
 from offboarding.wiring.settings import Settings
+from offboarding.wiring.web_processes import WakeListener, listening_socket, wake_address
 
 if TYPE_CHECKING:
-    from offboarding.orchestration.supervisor import RunnerSupervisor, WorkerKeeper
+    from offboarding.orchestration.supervisor import ProcessKeeper, RunnerSupervisor, WorkerKeeper
 
 log = structlog.get_logger(__name__)
 EXTRA_LOGGERS = "offboarding,connectors,approvals,flows"
@@ -178,6 +179,9 @@ class RunningService:
     work_pool: str | None = None  # production mode: the pool whose workers run the flows
     supervisor: RunnerSupervisor | None = None
     keeper: WorkerKeeper | None = None  # production mode: starts a dead worker again
+    web_processes: list[subprocess.Popen[bytes]] = field(default_factory=list)  # the others
+    web_keeper: ProcessKeeper | None = None  # starts a dead web process again
+    wakes: WakeListener | None = None  # what the other web processes told the dispatcher
     web_thread: threading.Thread | None = None
     web_server: Any = None
 
@@ -208,6 +212,8 @@ class RunningService:
                 self.supervisor.stop()  # before the server: no restart, runs still reachable
             if self.keeper is not None:
                 self.keeper.stop()  # no worker started again while they are stopped
+            if self.web_keeper is not None:
+                self.web_keeper.stop()
             for process in reversed(self.processes):
                 stop_process_group(process)
             self.processes.clear()
@@ -427,13 +433,20 @@ def run_service(
         from offboarding.wiring.web import create_app
 
         # migrated above: neither the web app nor any flow run does schema work
-        app = create_app(build_services(settings, migrate=False))
+        shared = settings.web_processes > 1  # the port, with more web processes
+        app = create_app(
+            build_services(settings, migrate=False),
+            wakes_at=wake_address(settings.home) if shared else None,
+        )
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
         )
         web = uvicorn.Server(config)
+        sockets = [listening_socket(settings.host, settings.port)] if shared else None
         context = contextvars.copy_context()  # carries the Prefect settings into the thread
-        thread = threading.Thread(target=context.run, args=(web.run,), name="web", daemon=True)
+        thread = threading.Thread(
+            target=context.run, args=(web.run, sockets), name="web", daemon=True
+        )
         thread.start()
         running.web_server, running.web_thread = web, thread
         deadline = time.monotonic() + 60
@@ -444,10 +457,63 @@ def run_service(
                     "see the log above"
                 )
             time.sleep(0.05)
+        if shared:
+            running.wakes = app.state.wakes
+            _start_web_processes(running, running.wakes, child_env, logs_dir, stack, quiet=quiet)
         yield running
     finally:
         running.stop()
         stack.close()
+
+
+def _start_web_processes(
+    running: RunningService,
+    wakes: WakeListener,
+    child_env: dict[str, str],
+    logs_dir: Path,
+    stack: contextlib.ExitStack,
+    *,
+    quiet: bool,
+) -> None:
+    """`web_processes - 1` more processes serving the app on the same port (see
+    `offboarding.wiring.web_processes`); each is started again when it dies."""
+    from offboarding.orchestration.supervisor import ProcessKeeper
+
+    extra = running.settings.web_processes - 1
+    logs = {
+        number: stack.enter_context(open(logs_dir / f"web-{number + 1}.log", "ab"))
+        if quiet
+        else None
+        for number in range(1, extra + 1)
+    }
+
+    def start(number: int) -> subprocess.Popen[bytes]:
+        process = _spawn(
+            [sys.executable, "-m", "offboarding.wiring.web_processes"], child_env, logs[number]
+        )
+        deadline = time.monotonic() + 120
+        while process.pid not in wakes.ready:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process_group(process)
+                raise RuntimeError(
+                    f"web process {number + 1} did not start serving on port "
+                    f"{running.settings.port}; see {logs_dir / f'web-{number + 1}.log'}"
+                )
+            time.sleep(0.05)
+        return process
+
+    def replaced(dead: subprocess.Popen[bytes], fresh: subprocess.Popen[bytes]) -> None:
+        at = running.processes.index(dead) if dead in running.processes else len(running.processes)
+        running.processes[at : at + 1] = [fresh]
+
+    for number in range(1, extra + 1):
+        process = start(number)
+        running.web_processes.append(process)
+        running.processes.append(process)
+    running.web_keeper = ProcessKeeper(
+        processes=running.web_processes, start=start, replaced=replaced, what="web process"
+    )
+    running.web_keeper.start()
 
 
 def _start_runner(

@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     prefect_host: str = "127.0.0.1"
     workers: int = Field(default=1, ge=0, le=32)
     work_pool_concurrency: int = Field(default=4, ge=1, le=1000)
+    # Production mode: web processes sharing the service's port (SO_REUSEPORT), so a burst
+    # of HR events uses more than one core; the dispatcher runs in the first one only.
+    web_processes: int = Field(default=1, ge=1, le=32)
     # Flow-run processes forked from a warm starter that has imported Prefect and the flows
     # once (see offboarding/orchestration/warm.py); off: a new interpreter per flow run.
     warm_start: bool = True

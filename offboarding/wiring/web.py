@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -15,21 +15,32 @@ from offboarding.intake.routes import document_intake, intake_router
 from offboarding.orchestration.dispatcher import Dispatcher
 from offboarding.orchestration.runs import RunGateway
 from offboarding.wiring.services import Services
+from offboarding.wiring.web_processes import WakeListener, listen_for_wakes
 
 
 def create_app(
-    services: Services, gateway: RunGateway | None = None, *, dispatch: bool = True
+    services: Services,
+    gateway: RunGateway | None = None,
+    *,
+    dispatch: bool = True,
+    wake: Callable[[], None] | None = None,
+    wakes_at: str | None = None,
 ) -> FastAPI:
     """The app; with `dispatch` (the default) its lifespan runs the dispatcher that starts,
-    resumes and recovers case runs in the background."""
+    resumes and recovers case runs in the background, and, with `wakes_at`, listens there
+    for the other web processes' wake-ups (`app.state.wakes`). Without `dispatch`, `wake`
+    tells the dispatcher of another process (`offboarding.wiring.web_processes`)."""
     gateway = gateway or RunGateway(services.settings.deployment)
     dispatcher = Dispatcher(services, gateway)
+    wake = wake or dispatcher.wake
+    wakes = WakeListener(dispatcher.wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if not dispatch:
             yield
             return
+        listening = await listen_for_wakes(wakes_at, wakes) if wakes_at else None
         task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")
         try:
             yield
@@ -37,6 +48,8 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if listening is not None:
+                listening.close()
 
     app = FastAPI(
         title="Offboarding service",
@@ -48,9 +61,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.dispatcher = dispatcher
-    app.include_router(intake_router(services, wake_dispatcher=dispatcher.wake))
-    app.include_router(approvals_router(services, gateway, wake_dispatcher=dispatcher.wake))
-    app.include_router(attestation_router(services, gateway, wake_dispatcher=dispatcher.wake))
+    app.state.wakes = wakes
+    app.include_router(intake_router(services, wake_dispatcher=wake))
+    app.include_router(approvals_router(services, gateway, wake_dispatcher=wake))
+    app.include_router(attestation_router(services, gateway, wake_dispatcher=wake))
     document_intake(app)
 
     @app.get("/healthz", tags=["health"])

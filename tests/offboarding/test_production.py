@@ -7,13 +7,16 @@ and the run is seen to be taken by one of the pool's workers.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ from support import (
     groups_with,
     is_locked,
     link_in,
+    run_of,
+    until,
     wait_for_state,
     waiting_case,
 )
@@ -76,6 +81,7 @@ def production(
             prefect_database_url=new_postgres_database(),
             workers=2,
             work_pool_concurrency=3,
+            web_processes=2,
             port=free_port(),
             prefect_port=free_port(),
             smtp=SmtpSettings(host=host, port=port, starttls=False),
@@ -226,6 +232,81 @@ def test_a_run_is_orphaned_only_when_its_process_on_this_machine_is_gone() -> No
     assert not process_gone(run(f"{host}:{os.getpid()}"))  # alive
     assert not process_gone(run(f"elsewhere.example:{gone.pid}"))  # another machine's worker
     assert not process_gone(run(None))  # a worker may be starting it
+
+
+def test_two_web_processes_share_the_port_and_wake_the_dispatcher(
+    production: ProductionStack,
+) -> None:
+    """Events sent at once are spread over both web processes; each gets its case and its
+    run (the other process wakes the dispatcher). A killed web process is started again."""
+    stack = production
+    wakes, extra = stack.running.wakes, stack.running.web_processes
+    assert wakes is not None and len(extra) == 1
+    assert extra[0].pid in wakes.ready
+    leavers = [
+        e
+        for e in stack.org.employee_ids
+        if e not in {LEAVER[0], "E1020", stack.org.requester_id, *stack.org.manager_ids}
+    ][:12]
+    before = wakes.wakes
+    answers = send_at_once(stack, leavers)
+    assert [a.status_code for a in answers] == [202] * len(leavers), [a.text for a in answers]
+    assert len({a.json()["case_id"] for a in answers}) == len(leavers)
+    assert wakes.wakes > before, "no event reached the second web process"
+    for answer in answers:
+        run_of(stack, answer.json()["case_id"], timeout=120)
+
+    dead = extra[0]
+    dead.kill()
+    until(
+        lambda: (
+            stack.running.web_processes[0] is not dead
+            and stack.running.web_processes[0].pid in wakes.ready
+        ),
+        "the web process to be started again",
+        timeout=120,
+    )
+    assert stack.running.web_keeper is not None and stack.running.web_keeper.restarts == 1
+    assert stack.running.web_processes[0] in stack.running.processes
+    assert dead not in stack.running.processes
+    answers = send_at_once(stack, [stack.org.manager_ids[0]] * 4)  # copies of one event
+    codes = [a.status_code for a in answers]
+    assert codes.count(202) == 1 and set(codes) <= {200, 202, 409}, codes
+
+
+def send_at_once(stack: ProductionStack, employee_ids: list[str]) -> list[httpx.Response]:
+    """One signed event per id (a copy for a repeated id), all released together, each on
+    its own connection; the last working day is far ahead, so the runs wait (SCHEDULED)."""
+    from datetime import date, timedelta
+
+    from offboarding.intake.client import termination_event
+    from offboarding.intake.hris import SIGNATURE_HEADER, sign
+
+    events = {
+        employee_id: termination_event(
+            employee_id=employee_id,
+            email=f"{employee_id.lower()}@example.test",
+            display_name=f"Leaver {employee_id}",
+            requested_by=stack.org.requester_id,
+            last_working_day=date.today() + timedelta(days=60),
+        )
+        for employee_id in employee_ids
+    }
+    secret = stack.settings.hris_secret.get_secret_value()
+    gate = threading.Barrier(len(employee_ids))
+
+    def post(employee_id: str) -> httpx.Response:
+        body = json.dumps(events[employee_id]).encode()
+        with httpx.Client(timeout=60) as client:
+            gate.wait()
+            return client.post(
+                f"{stack.running.web_url}/hris/events",
+                content=body,
+                headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)},
+            )
+
+    with ThreadPoolExecutor(len(employee_ids)) as pool:
+        return list(pool.map(post, employee_ids))
 
 
 # -- refusals ------------------------------------------------------------------------------
