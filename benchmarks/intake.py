@@ -288,6 +288,7 @@ def burst(
     secret = settings.hris_secret.get_secret_value()
     calls = [signed(secret, event_for(e, org)) for e in leavers]
     health_url = f"{running.web_url}/healthz" if with_health else None
+    woken = running.wakes.wakes if running.wakes is not None else 0
     fired = client.submit(fire, f"{running.web_url}/hris/events", calls, health_url).result()
     statuses = [status for status, _, _ in fired["results"]]
     latencies = [ms for _, ms, _ in fired["results"]]
@@ -295,6 +296,11 @@ def burst(
         f"N={n}: {codes(statuses)}; latency p50 {percentile(latencies, 50):.0f} ms, "
         f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies):.0f} ms"
     )
+    if running.wakes is not None:  # each case another web process stores wakes the dispatcher
+        print(
+            f"   stored by the other web processes: {running.wakes.wakes - woken} of {n} "
+            "(their wake-ups received by the time the last answer was read)"
+        )
     odd = [(s, t) for s, _, t in fired["results"] if s != "202"]
     for status, text in odd[:3]:
         print(f"   answer {status}: {text[:300]}")

@@ -15,10 +15,9 @@ from support import (
     groups_with,
     is_locked,
     link_in,
-    run_of,
-    send_leaver,
     text_of,
     wait_for_state,
+    waiting_case,
 )
 
 from offboarding.domain.audit import events_for_case, verify_chain
@@ -38,18 +37,10 @@ def offboard_and_approve(stack, leaver: tuple[str, str, str]) -> str:  # type: i
     assert groups_before, "the leaver should start in some groups"
     assert can_bind(stack.directory.url, dn, stack.password)
 
-    response = send_leaver(stack, employee_id, uid, name)
-    assert response.status_code == 202, response.text
-    case_id = response.json()["case_id"]
-    flow_run_id = run_of(stack, case_id)
-
-    requests = stack.mailbox.wait_for(
-        lambda m: case_id in text_of(m) and "approvals/" in text_of(m)
-    )
+    case_id, flow_run_id, requests = waiting_case(stack, employee_id, uid, name)
     recipients = {str(m["To"]) for m in requests}
     assert "hbakker@example.test" not in recipients  # the requester never gets a link
     assert f"{uid}@example.test" not in recipients
-    wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
     assert groups_with(admin, stack.directory.groups_base, dn, uid) == groups_before  # nothing yet
 
     link = link_in(requests[0])
