@@ -19,6 +19,7 @@ from offboarding.domain.cases import case_id_for
 
 log = structlog.get_logger(__name__)
 _LIVE = (StateType.RUNNING, StateType.PENDING)
+READ_PAGE = 200  # the most runs Prefect's API returns for one filter (PREFECT_API_DEFAULT_LIMIT)
 
 
 class OrchestratorUnavailable(Exception):
@@ -63,17 +64,20 @@ class RunGateway:
         return str(flow_run.id)
 
     async def read(self, flow_run_ids: list[str]) -> dict[str, FlowRun]:
-        """The runs that exist among these ids (a deleted run is simply absent)."""
-        if not flow_run_ids:
-            return {}
+        """The runs that exist among these ids (a deleted run is simply absent); asked for
+        in pages, so any number of open cases can be followed."""
+        unique = list(dict.fromkeys(flow_run_ids))
+        runs: list[FlowRun] = []
         try:
             async with get_client() as client:
-                runs = await client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        id=FlowRunFilterId(any_=[UUID(i) for i in flow_run_ids])
-                    ),
-                    limit=len(flow_run_ids),
-                )
+                for start in range(0, len(unique), READ_PAGE):
+                    page = unique[start : start + READ_PAGE]
+                    runs += await client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(
+                            id=FlowRunFilterId(any_=[UUID(i) for i in page])
+                        ),
+                        limit=len(page),
+                    )
         except Exception as exc:
             raise OrchestratorUnavailable(f"could not read flow runs: {exc}") from exc
         return {str(run.id): run for run in runs}

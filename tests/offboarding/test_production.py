@@ -274,6 +274,29 @@ def test_two_web_processes_share_the_port_and_wake_the_dispatcher(
     assert codes.count(202) == 1 and set(codes) <= {200, 202, 409}, codes
 
 
+def test_the_dispatcher_reads_more_runs_than_prefect_returns_at_once(
+    production: ProductionStack,
+) -> None:
+    """Prefect's API returns at most 200 runs per filter; with more open cases than that,
+    the dispatcher still sees every one of them."""
+    import asyncio
+    import uuid
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from offboarding.orchestration.runs import READ_PAGE, RunGateway
+
+    stack = production
+    answer = send_at_once(stack, [stack.org.manager_ids[-1]])[0]
+    assert answer.status_code in (200, 202), answer.text
+    real = run_of(stack, answer.json()["case_id"])
+    absent = [str(uuid.uuid4()) for _ in range(READ_PAGE + 50)]
+    ids = [*absent[:120], real, *absent[120:]]
+    with temporary_settings(updates={PREFECT_API_URL: stack.running.api_url}):
+        found = asyncio.run(RunGateway(stack.settings.deployment).read(ids))
+    assert list(found) == [real]
+
+
 def send_at_once(stack: ProductionStack, employee_ids: list[str]) -> list[httpx.Response]:
     """One signed event per id (a copy for a repeated id), all released together, each on
     its own connection; the last working day is far ahead, so the runs wait (SCHEDULED)."""
