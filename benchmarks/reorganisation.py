@@ -12,7 +12,7 @@ Then the floor: a bare Prefect flow that suspends and is resumed (POST /resume),
 the same server and the same kind of worker, resume → Completed, median of --floor-rounds.
 
     .venv/bin/python benchmarks/reorganisation.py --leavers 1 10 [--database postgresql]
-        [--workers 1] [--concurrency 4] [--approvals 1] [--floor-rounds 5]
+        [--workers 1] [--concurrency 4] [--web-processes 1] [--approvals 1] [--floor-rounds 5]
 
 `--database postgresql` (default) runs production mode (`offboarding up --production`:
 PostgreSQL for the service and for Prefect, a process work pool and its workers);
@@ -155,6 +155,8 @@ class RssSampler:
             return "worker"
         if "offboarding.orchestration.runner" in cmdline:
             return "runner"
+        if "offboarding.wiring.web_processes" in cmdline:
+            return "web process (another)"
         if "slapd" in cmdline:
             return "slapd"
         if "orchestration/warm_client.py" in cmdline:
@@ -653,6 +655,7 @@ def one_size(
                 prefect_database_url=prefect_url,
                 workers=args.workers,
                 work_pool_concurrency=args.concurrency,
+                web_processes=args.web_processes,
                 port=free_port(),
                 prefect_port=free_port(),
                 hris_secret=secrets.token_urlsafe(24),  # type: ignore[arg-type]
@@ -824,6 +827,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--web-processes", type=int, default=1, help="the web_processes setting")
     parser.add_argument("--approvals", type=int, choices=[1, 2], default=1)
     parser.add_argument("--floor-rounds", type=int, default=5)
     parser.add_argument("--scim-latency", type=float, default=0.1, help="seconds per request")

@@ -247,6 +247,14 @@ class LdapClient:
     @contextmanager
     def session(self) -> Iterator[ldap3.Connection]:
         """One bound connection for one piece of work, closed afterwards."""
+        conn = self.bound_connection()
+        try:
+            yield conn
+        finally:
+            self.close_quietly(conn)
+
+    def bound_connection(self) -> ldap3.Connection:
+        """A new connection, bound as `bind_dn`; PermanentError when the bind is refused."""
         conn = self._guard("connect", self.config.url, self._connect)
         try:
             if not conn.bound and not self.open_and_bind(conn, self.config.bind_dn):
@@ -254,12 +262,16 @@ class LdapClient:
                     f"{self.name}: bind as {self.config.bind_dn} was refused (invalidCredentials); "
                     "check bind_dn and bind_password"
                 )
-            yield conn
-        finally:
-            try:
-                conn.unbind()
-            except ldap_errors.LDAPException as exc:
-                log.debug("ldap unbind failed", connector=self.name, error=str(exc))
+        except BaseException:
+            self.close_quietly(conn)
+            raise
+        return conn
+
+    def close_quietly(self, conn: ldap3.Connection) -> None:
+        try:
+            conn.unbind()
+        except ldap_errors.LDAPException as exc:
+            log.debug("ldap unbind failed", connector=self.name, error=str(exc))
 
     def open_and_bind(self, conn: ldap3.Connection, who: str) -> bool:
         """Open, StartTLS if configured, and bind; False when the credentials are refused."""

@@ -145,13 +145,8 @@ class LdapPeopleDirectory(LdapClient):
 
     @contextmanager
     def _opened(self) -> Iterator[ldap3.Connection]:
-        conn = self._guard("connect", self.config.url, self._connect)
+        conn = self.bound_connection()
         try:
-            if not conn.bound and not self.open_and_bind(conn, self.config.bind_dn):
-                raise PermanentError(
-                    f"{self.name}: bind as {self.config.bind_dn} was refused (invalidCredentials); "
-                    "check bind_dn and bind_password"
-                )
             yield conn
         except BaseException:
             self._close(conn)
@@ -171,7 +166,7 @@ class LdapPeopleDirectory(LdapClient):
 
     def _close(self, conn: ldap3.Connection) -> None:
         try:
-            conn.unbind()
+            self.close_quietly(conn)
         except Exception as exc:  # noqa: BLE001 - closing a connection that failed anyway
             log.debug("ldap unbind failed", connector=self.name, error=str(exc))
 
