@@ -25,6 +25,7 @@ first, in the same transaction as its audit event.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorS
 from offboarding.domain.cases import latest_plan, run_name, start_time
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
+    AuditEvent,
     Case,
     CaseStatus,
     PlanStatus,
@@ -64,6 +66,11 @@ ANCHOR_EVERY_SECONDS = 60.0
 BURST_QUIET = 0.1  # seconds without a wake-up that end a burst
 BURST_MAX = 0.5  # a pass starts at the latest this long after the first wake-up
 START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bottleneck
+# The approval page hands its decision to the run itself and records how that went; the
+# dispatcher delivers a decision the page could not hand over at once, and one the page
+# recorded no outcome for within this time (its process ended half-way).
+HANDOVER_GRACE = timedelta(seconds=10)
+HANDOVER_ACTIONS = ("run.resumed", "run.resume_pending")
 _BROKEN = (StateType.CRASHED, StateType.FAILED)
 
 
@@ -399,7 +406,7 @@ def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
     if record is None or record.status != PlanStatus.PENDING:
         return None
     stored = settle(services, case, record).deciding
-    if stored is None:
+    if stored is None or in_the_pages_hands(services, case.id, stored.id, stored.decided_at):
         return None
     signed = services.decisions.sign(
         SignedDecision(
@@ -411,6 +418,30 @@ def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
         )
     )
     return signed.model_dump()
+
+
+def in_the_pages_hands(
+    services: Services, case_id: str, decision_id: str, decided_at: datetime
+) -> bool:
+    """The approval page that recorded this decision is still handing it over: recent, and
+    no outcome of its hand-over recorded yet (two resumes at once: one is refused)."""
+    if utcnow() - as_utc(decided_at) >= HANDOVER_GRACE:
+        return False
+    with Session(services.engine) as session:
+        recorded = session.exec(
+            select(AuditEvent.details).where(
+                AuditEvent.case_id == case_id, col(AuditEvent.action).in_(HANDOVER_ACTIONS)
+            )
+        ).all()
+    return not any(_decision_of(details) == decision_id for details in recorded)
+
+
+def _decision_of(details: str) -> str | None:
+    try:
+        found = json.loads(details)
+    except ValueError:  # erased by the retention policy
+        return None
+    return found.get("decision_id") if isinstance(found, dict) else None
 
 
 def forget_missing_run(services: Services, case: Case) -> None:

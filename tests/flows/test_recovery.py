@@ -199,6 +199,43 @@ def test_an_approval_that_did_not_reach_its_run_is_delivered_by_the_dispatcher(
     assert "run.resumed" in actions(stack, case_id)
 
 
+class DyingRuns(RunGateway):
+    """A gateway whose resume never returns: as when the page's process ends half-way."""
+
+    async def resume(self, flow_run_id, run_input, *, wait_seconds=5.0):  # type: ignore[no-untyped-def, override]
+        raise RuntimeError("the web process ended while handing the decision over")
+
+
+def test_a_decision_whose_page_ended_half_way_is_delivered_after_the_grace(
+    recovering_stack,
+) -> None:  # type: ignore[no-untyped-def]
+    """The decision is recorded, then the page's process ends before it resumes the run or
+    records how that went: the dispatcher waits `HANDOVER_GRACE` (the page might still be
+    handing it over), then delivers it itself."""
+    from offboarding.orchestration.dispatcher import HANDOVER_GRACE
+
+    stack = recovering_stack
+    case_id, flow_run_id, link = start_case(stack, "E1010", "rpeters", "Ruben Peters")
+    path = "/" + link.split("/", 3)[3]
+    app = create_app(stack.services, DyingRuns(stack.settings.deployment), dispatch=False)
+    with TestClient(app, raise_server_exceptions=False) as browser:
+        page = browser.get(path)
+        assert page.status_code == 200
+        ended = browser.post(path, data={"decision": "approve", "csrf_token": csrf_of(page.text)})
+        assert ended.status_code == 500
+    trail = actions(stack, case_id)
+    assert "decision.recorded" in trail
+    assert "run.resumed" not in trail and "run.resume_pending" not in trail
+    recorded = next(
+        e for e in events_for_case(stack.engine, case_id) if e.action == "decision.recorded"
+    )
+    run = wait_for_state(stack.running.api_url, flow_run_id, "COMPLETED", "FAILED", timeout=120)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    resumed = [e for e in events_for_case(stack.engine, case_id) if e.action == "run.resumed"]
+    assert [e.actor for e in resumed] == ["dispatcher"]
+    assert resumed[0].at - recorded.at >= HANDOVER_GRACE
+
+
 def test_the_runner_killed_half_way_through_revocation_is_restarted_and_the_case_completes(
     recovering_stack,
 ) -> None:  # type: ignore[no-untyped-def]
