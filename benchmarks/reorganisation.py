@@ -558,9 +558,13 @@ def floor(running: RunningService, rounds: int) -> list[float]:
                 f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30
             ).json()
             wait_state(api, run["id"], {"PAUSED"})
-            posted = time.time()
-            resumed = httpx.post(f"{api}/flow_runs/{run['id']}/resume", json={}, timeout=30)
-            if resumed.json().get("status") != "ACCEPT":
+            for attempt in range(5):  # Prefect on SQLite answers 503 while it is busy
+                posted = time.time()
+                resumed = httpx.post(f"{api}/flow_runs/{run['id']}/resume", json={}, timeout=30)
+                if resumed.status_code < 500:
+                    break
+                time.sleep(1 + attempt)
+            if resumed.status_code >= 500 or resumed.json().get("status") != "ACCEPT":
                 raise RuntimeError(f"the floor's resume was refused: {resumed.text[:200]}")
             done = wait_state(api, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
             if done["state"]["type"] != "COMPLETED":
