@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow  # the rest is imported where used: the floor's runs load this file
 
 if TYPE_CHECKING:
+    import httpx
+
     from demo.directory import LocalDirectory
     from demo.organisation import DemoOrg
     from offboarding.wiring.service import RunningService
@@ -513,12 +515,26 @@ def one_leaver(
 # -- the floor: a bare flow suspended and resumed on the same server ---------------------------
 
 
+def post_retrying(url: str, *, sent: list[float] | None = None) -> httpx.Response:
+    """POST `{}`; sent again (5 times at most) while Prefect answers 5xx, as Prefect on
+    SQLite does while its database is busy. `sent` gets the time of each attempt."""
+    import httpx
+
+    for attempt in range(5):
+        if sent is not None:
+            sent.append(time.time())
+        answer = httpx.post(url, json={}, timeout=30)
+        if answer.status_code < 500:
+            return answer
+        time.sleep(1 + attempt)
+    raise RuntimeError(f"Prefect answered {answer.status_code} five times to {url}")
+
+
 def floor(running: RunningService, rounds: int) -> list[float]:
     """resume POST → Completed of `bare_floor`, run by a process worker like the case flow."""
     import asyncio
     import subprocess
 
-    import httpx
     from prefect.client.orchestration import PrefectClient
 
     from offboarding.orchestration.runner import prepare_work_pool
@@ -554,17 +570,12 @@ def floor(running: RunningService, rounds: int) -> list[float]:
         deployment_id = asyncio.run(_with_client(api, register))
         took: list[float] = []
         for _ in range(rounds):
-            run = httpx.post(
-                f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30
-            ).json()
+            run = post_retrying(f"{api}/deployments/{deployment_id}/create_flow_run").json()
             wait_state(api, run["id"], {"PAUSED"})
-            for attempt in range(5):  # Prefect on SQLite answers 503 while it is busy
-                posted = time.time()
-                resumed = httpx.post(f"{api}/flow_runs/{run['id']}/resume", json={}, timeout=30)
-                if resumed.status_code < 500:
-                    break
-                time.sleep(1 + attempt)
-            if resumed.status_code >= 500 or resumed.json().get("status") != "ACCEPT":
+            sent: list[float] = []
+            resumed = post_retrying(f"{api}/flow_runs/{run['id']}/resume", sent=sent)
+            posted = sent[-1]  # the POST that was answered
+            if resumed.json().get("status") != "ACCEPT":
                 raise RuntimeError(f"the floor's resume was refused: {resumed.text[:200]}")
             done = wait_state(api, run["id"], {"COMPLETED", "FAILED", "CRASHED"})
             if done["state"]["type"] != "COMPLETED":
