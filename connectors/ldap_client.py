@@ -268,9 +268,10 @@ class LdapClient:
         return conn
 
     def close_quietly(self, conn: ldap3.Connection) -> None:
+        """Unbind; a connection that cannot even say goodbye is closed all the same."""
         try:
             conn.unbind()
-        except ldap_errors.LDAPException as exc:
+        except (ldap_errors.LDAPException, OSError) as exc:
             log.debug("ldap unbind failed", connector=self.name, error=str(exc))
 
     def open_and_bind(self, conn: ldap3.Connection, who: str) -> bool:

@@ -132,10 +132,10 @@ class LdapPeopleDirectory(LdapClient):
             try:
                 result = work(kept)
             except TransientError as exc:  # e.g. the server closed it while it was kept
-                self._close(kept)
+                self.close_quietly(kept)
                 log.debug("kept ldap connection failed; once more on a new one", error=str(exc))
             except BaseException:
-                self._close(kept)
+                self.close_quietly(kept)
                 raise
             else:
                 self._give_back(kept)
@@ -149,7 +149,7 @@ class LdapPeopleDirectory(LdapClient):
         try:
             yield conn
         except BaseException:
-            self._close(conn)
+            self.close_quietly(conn)
             raise
         self._give_back(conn)
 
@@ -162,20 +162,14 @@ class LdapPeopleDirectory(LdapClient):
             if len(self._idle) < self.keep_open:
                 self._idle.append(conn)
                 return
-        self._close(conn)
-
-    def _close(self, conn: ldap3.Connection) -> None:
-        try:
-            self.close_quietly(conn)
-        except Exception as exc:  # noqa: BLE001 - closing a connection that failed anyway
-            log.debug("ldap unbind failed", connector=self.name, error=str(exc))
+        self.close_quietly(conn)
 
     def close(self) -> None:
         """Unbind the kept connections (they are also dropped when the process ends)."""
         with self._idle_lock_here():
             idle, self._idle = self._idle, []
         for conn in idle:
-            self._close(conn)
+            self.close_quietly(conn)
 
     def _idle_lock_here(self) -> threading.Lock:
         """This process's lock. In a forked child the parent's connections are forgotten,
