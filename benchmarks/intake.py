@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import proctable  # benchmarks/proctable.py
 import sqlalchemy
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -84,9 +85,13 @@ def fire(
     """
     n = len(calls)
     released: list[float] = []
-    gate = threading.Barrier(
-        n + (1 if health_url else 0), action=lambda: released.append(time.time())
-    )
+    cpu_at_release: list[float] = []
+
+    def release() -> None:
+        released.append(time.time())
+        cpu_at_release.append(time.process_time())
+
+    gate = threading.Barrier(n + (1 if health_url else 0), action=release)
     answered = 0
     changed = threading.Condition()
 
@@ -132,7 +137,12 @@ def fire(
         checked = pool.submit(health) if health_url else None
         results = list(pool.map(post, calls))
         health_result = checked.result() if checked else None
-    return {"released": released[0], "results": results, "health": health_result}
+    return {
+        "released": released[0],
+        "results": results,
+        "health": health_result,
+        "client_cpu": time.process_time() - cpu_at_release[0],  # from release to the last answer
+    }
 
 
 def ready() -> int:
@@ -289,7 +299,9 @@ def burst(
     calls = [signed(secret, event_for(e, org)) for e in leavers]
     health_url = f"{running.web_url}/healthz" if with_health else None
     woken = running.wakes.wakes if running.wakes is not None else 0
+    cpu_before = proctable.cpu_by_process(os.getpid())
     fired = client.submit(fire, f"{running.web_url}/hris/events", calls, health_url).result()
+    cpu = proctable.cpu_used(cpu_before, proctable.cpu_by_process(os.getpid()))
     statuses = [status for status, _, _ in fired["results"]]
     latencies = [ms for _, ms, _ in fired["results"]]
     print(
@@ -301,6 +313,15 @@ def burst(
             f"   stored by the other web processes: {running.wakes.wakes - woken} of {n} "
             "(their wake-ups received by the time the last answer was read)"
         )
+    # the client's own CPU counts from the release (its clients were made before it)
+    cpu["benchmark's HR client"] = fired["client_cpu"]
+    busy = sorted(((s, k) for k, s in cpu.items() if s >= 0.005), reverse=True)
+    print(
+        f"   CPU used during the burst: {sum(cpu.values()):.2f} s in all, "
+        f"{sum(cpu.values()) / n * 1000:.1f} ms per event ("
+        + ", ".join(f"{kind} {seconds:.2f}" for seconds, kind in busy)
+        + ")"
+    )
     odd = [(s, t) for s, _, t in fired["results"] if s != "202"]
     for status, text in odd[:3]:
         print(f"   answer {status}: {text[:300]}")

@@ -132,9 +132,6 @@ class SlowThrottledApp:
         return self.app(environ, start_response)
 
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class RssSampler:
     """Peak resident memory per kind of process under this one, sampled from /proc."""
@@ -147,68 +144,21 @@ class RssSampler:
     cpu_last: dict[int, tuple[str, float]] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
-    @staticmethod
-    def kind(cmdline: str, pid: int, parent: str = "") -> str | None:
-        if pid == os.getpid():
-            return "service (web app + dispatcher)"
-        if "prefect server start" in cmdline or ("uvicorn" in cmdline and "prefect" in cmdline):
-            return "Prefect server"
-        if "worker start" in cmdline:
-            return "worker"
-        if "offboarding.orchestration.runner" in cmdline:
-            return "runner"
-        if "offboarding.wiring.web_processes" in cmdline:
-            return "web process (another)"
-        if "slapd" in cmdline:
-            return "slapd"
-        if "orchestration/warm_client.py" in cmdline:
-            return "warm client (what Prefect starts)"
-        if "offboarding.orchestration.warm " in cmdline:
-            # a forked flow run has the starter's command line; its parent is the starter
-            if "offboarding.orchestration.warm " in parent:
-                return "flow run (forked, warm)"
-            return "warm starter"
-        if "multiprocessing" in cmdline:  # release_events: the HR system's side
-            return "benchmark's HR client"
-        if "prefect.engine" in cmdline or "python" in cmdline:
-            return "flow run"
-        return None
-
-    @staticmethod
-    def tree(root: int) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = [], [root]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo += children.get(pid, [])
-        return found
-
     def sample(self) -> None:
+        import proctable  # benchmarks/proctable.py (this file is also loaded by flow runs)
+
         totals: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for pid in self.tree(os.getpid()):
+        for pid in proctable.process_tree(os.getpid()):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                cmdline = proctable.command_line(pid)
                 status = Path(f"/proc/{pid}/status").read_text()
                 ppid = re.search(r"PPid:\s+(\d+)", status)
-                parent = (
-                    Path(f"/proc/{ppid.group(1)}/cmdline")
-                    .read_bytes()
-                    .replace(b"\0", b" ")
-                    .decode()
-                    if ppid
-                    else ""
-                )
+                parent = proctable.command_line(int(ppid.group(1))) if ppid else ""
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
-            kind = self.kind(cmdline, pid, parent)
+            kind = proctable.kind_of(cmdline, pid, parent)
             self.note_cpu(pid, kind)
             rss = re.search(r"VmRSS:\s+(\d+) kB", status)
             # the total counts proportional memory (PSS): forked flow runs share most of
@@ -225,11 +175,11 @@ class RssSampler:
             self.counts[kind] = max(self.counts.get(kind, 0), counts[kind])
 
     def note_cpu(self, pid: int, kind: str | None) -> None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        import proctable
+
+        seconds = proctable.cpu_seconds(pid)
+        if seconds is None:
             return
-        seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
         self.cpu_first.setdefault(pid, seconds if pid in self.cpu_last else 0.0)
         self.cpu_last[pid] = (kind or "other", seconds)
 

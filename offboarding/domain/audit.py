@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy import select as core_select
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -63,6 +64,11 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+_EVENTS = AuditEvent.__table__.c  # type: ignore[attr-defined]
+_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:key)")
+_HEAD = core_select(_EVENTS.seq, _EVENTS.hash).order_by(_EVENTS.seq.desc()).limit(1)
+
+
 def append(
     session: Session,
     *,
@@ -77,18 +83,18 @@ def append(
     change it records). The caller commits; on `IntegrityError` it retries everything
     (see `is_chain_collision`). With `once_key`, an existing record of the key: None."""
     session.flush()  # rows the event refers to (a new case) are written before it
-    if session.get_bind().dialect.name == "postgresql":
+    # plain statements on the transaction's connection: no ORM entities are read here
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         # one appender at a time, across processes, until this transaction ends
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK})
+        connection.execute(_LOCK_CHAIN, {"key": CHAIN_LOCK})
     if once_key is not None:
-        existing = session.exec(
-            select(AuditEvent.seq).where(AuditEvent.once_key == once_key)
+        existing = connection.execute(
+            core_select(_EVENTS.seq).where(_EVENTS.once_key == once_key)
         ).first()
         if existing is not None:
             return None
-    head = session.exec(
-        select(AuditEvent.seq, AuditEvent.hash).order_by(col(AuditEvent.seq).desc()).limit(1)
-    ).first()
+    head = connection.execute(_HEAD).first()
     last_seq, prev_hash = head if head is not None else (0, GENESIS)
     payload = canonical_json(details or {})
     event = AuditEvent(

@@ -16,7 +16,9 @@ def insert_now(session: Session, row: SQLModel) -> None:
     key raises IntegrityError here, as a flush would."""
     table = row.__table__  # type: ignore[attr-defined]
     # the statement is the same for every row of the table: compiled once, then cached
-    session.execute(insert(table), {c.name: getattr(row, c.name) for c in table.columns})
+    session.connection().execute(
+        insert(table), {c.name: getattr(row, c.name) for c in table.columns}
+    )
 
 
 def utcnow() -> datetime:

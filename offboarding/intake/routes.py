@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -90,6 +90,13 @@ class Stored:
     @classmethod
     def of(cls, change: lifecycle.Change) -> Stored:
         return cls(change.case, new=False, scheduled=change.scheduled, outcome=change.outcome)
+
+
+class WakeDispatcher(Protocol):
+    """Tells the dispatcher there is work: after the burst this is part of, or at once for
+    an urgent case (`offboarding.orchestration.dispatcher`)."""
+
+    def __call__(self, *, urgent: bool = False) -> None: ...
 
 
 async def read_body(request: Request, limit: int = MAX_EVENT_BYTES) -> bytes:
@@ -174,11 +181,16 @@ def store_case(services: Services, event: HrisEvent) -> Stored:
     known: list[bool] = []  # the people were found (asked once, also when retried)
 
     def store(session: Session) -> Stored | lifecycle.Change:
-        of_event = cases_of_event(session, event.id)
+        # a new leaver (the usual event) is told apart in one read; anything else is
+        # looked at in detail: a copy, a resend, a change to or a cancellation of a case
+        fresh = not isinstance(event, CancellationEvent) and lifecycle.nothing_known(
+            session, event.id, event.employee.id
+        )
+        of_event = [] if fresh else cases_of_event(session, event.id)
         existing = pick_by_event(of_event, as_utc(event.occurred_at))
         if existing is not None:
             return Stored(existing, new=False, scheduled=None, outcome="unchanged")
-        earlier = lifecycle.seen(session, event.id)
+        earlier = None if fresh else lifecycle.seen(session, event.id)
         if earlier is not None:
             return earlier
         if not known:
@@ -186,7 +198,7 @@ def store_case(services: Services, event: HrisEvent) -> Stored:
             known.append(True)
         if isinstance(event, CancellationEvent):
             return lifecycle.cancel(session, event, decided=decided(services))
-        open_case = lifecycle.locked_open_case(session, event.employee.id)
+        open_case = None if fresh else lifecycle.locked_open_case(session, event.employee.id)
         if open_case is not None:
             return lifecycle.change_open_case(
                 session, open_case, event, zone=settings.zone, end_of_day=settings.end_of_day
@@ -278,7 +290,7 @@ def record_refusal(services: Services, refusal: Refused, actor: str = "hris") ->
     )
 
 
-def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) -> APIRouter:
+def intake_router(services: Services, *, wake_dispatcher: WakeDispatcher) -> APIRouter:
     router = APIRouter(tags=["HRIS intake"])
     settings = services.settings
     # The database and directory work of intake: a few threads per web process. More only
@@ -353,7 +365,7 @@ def intake_router(services: Services, *, wake_dispatcher: Callable[[], None]) ->
             log.info("intake refused", reason=refusal.reason, event_id=refusal.event_id)
             return problem(refusal)
         if stored.changed:
-            wake_dispatcher()
+            wake_dispatcher(urgent=stored.case.urgent)
             log.info(
                 f"case {stored.outcome}", case_id=stored.case.id, employee_id=event.employee.id
             )
@@ -443,7 +455,7 @@ def vendor_routes(
     *,
     in_thread: Callable[..., Any],
     asking_vendor: Callable[..., Any],
-    wake_dispatcher: Callable[[], None],
+    wake_dispatcher: WakeDispatcher,
 ) -> None:
     """`POST /hris/<vendor>`: the same pipeline as `/hris/events` (limit, authenticate the
     raw body, parse, store in one transaction, wake; every refusal audited), with the
@@ -488,7 +500,7 @@ def vendor_routes(
                 log.info("intake refused", vendor=adapter.name, reason=refusal.reason)
                 return problem(refusal)
             if stored.changed:
-                wake_dispatcher()
+                wake_dispatcher(urgent=stored.case.urgent)
                 log.info(f"case {stored.outcome}", case_id=stored.case.id, vendor=adapter.name)
             return accepted(stored)
 

@@ -63,8 +63,11 @@ from offboarding.wiring.services import Services
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 ANCHOR_EVERY_SECONDS = 60.0
-BURST_QUIET = 0.1  # seconds without a wake-up that end a burst
-BURST_MAX = 0.5  # a pass starts at the latest this long after the first wake-up
+# A burst of HR events (a reorganisation) is answered first and handled afterwards in one
+# pass, so that creating runs does not take the CPU the answers need. An urgent case
+# (instant dismissal) ends the wait at once.
+BURST_QUIET = 0.25  # seconds without a wake-up that end a burst
+BURST_MAX = 2.0  # a pass starts at the latest this long after the first wake-up
 START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bottleneck
 # The approval page hands its decision to the run itself and records how that went; the
 # dispatcher delivers a decision the page could not hand over at once, and one the page
@@ -82,6 +85,7 @@ class Dispatcher:
         self.interval = services.settings.dispatch_interval_seconds
         self.limiter = anyio.CapacityLimiter(services.settings.db_concurrency)
         self._wake = asyncio.Event()
+        self._urgent = False  # an urgent case was stored since the last pass began
         self._loop: asyncio.AbstractEventLoop | None = None
         self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
         self._anchored = float("-inf")  # loop time of the last anchor
@@ -89,15 +93,21 @@ class Dispatcher:
 
     # -- running ---------------------------------------------------------------
 
-    def wake(self) -> None:
-        """Ask for a pass now (safe from any thread)."""
+    def wake(self, *, urgent: bool = False) -> None:
+        """Ask for a pass (safe from any thread): after the burst of wake-ups this one is
+        part of, or at once when `urgent`."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._woken, urgent)
+
+    def _woken(self, urgent: bool) -> None:
+        self._urgent = self._urgent or urgent
+        self._wake.set()
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            self._urgent = False
             try:
                 await self.tick()
             except Exception:
@@ -111,13 +121,14 @@ class Dispatcher:
     async def _after_burst(self) -> None:
         """Woken by an intake or a decision: wait until no further wake-up came for
         `BURST_QUIET` seconds (at most `BURST_MAX`), so a burst of events (a reorganisation)
-        is answered first and then handled in one pass, not a pass per event."""
+        is answered first and then handled in one pass, not a pass per event. An urgent
+        wake-up ends the wait."""
         loop = asyncio.get_running_loop()
         until = loop.time() + BURST_MAX
-        while loop.time() < until:
+        while not self._urgent and (left := until - loop.time()) > 0:
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=BURST_QUIET)
+                await asyncio.wait_for(self._wake.wait(), timeout=min(BURST_QUIET, left))
             except TimeoutError:
                 return
 

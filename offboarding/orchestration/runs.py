@@ -20,6 +20,10 @@ from offboarding.domain.cases import case_id_for
 log = structlog.get_logger(__name__)
 _LIVE = (StateType.RUNNING, StateType.PENDING)
 READ_PAGE = 200  # the most runs Prefect's API returns for one filter (PREFECT_API_DEFAULT_LIMIT)
+# A hand-over that takes longer is given up and left to the dispatcher: Prefect's client
+# retries a busy server (503) for a minute or more, or as long as its Retry-After asks,
+# and an approver must not wait that long for the page's answer.
+HANDOVER_SECONDS = 15.0
 
 
 class OrchestratorUnavailable(Exception):
@@ -29,8 +33,9 @@ class OrchestratorUnavailable(Exception):
 class RunGateway:
     """Starts and resumes case runs on the deployment that `offboarding up` serves."""
 
-    def __init__(self, deployment: str) -> None:
+    def __init__(self, deployment: str, *, handover_seconds: float = HANDOVER_SECONDS) -> None:
         self.deployment = deployment
+        self.handover_seconds = handover_seconds
 
     async def start(
         self,
@@ -123,10 +128,21 @@ class RunGateway:
         """Hand the decision to the waiting run. Waits briefly if the run is not suspended yet.
 
         Returns False when the run could not be resumed now (the decision stays recorded;
-        the dispatcher hands it to the run as soon as the run waits for it).
+        the dispatcher hands it to the run as soon as the run waits for it), also when
+        Prefect did not answer within `wait_seconds` + `handover_seconds`.
         """
         try:
-            return await self._resume(flow_run_id, run_input, wait_seconds)
+            return await asyncio.wait_for(
+                self._resume(flow_run_id, run_input, wait_seconds),
+                wait_seconds + self.handover_seconds,
+            )
+        except TimeoutError:
+            log.warning(
+                "resume not answered in time; the dispatcher hands it over",
+                flow_run_id=flow_run_id,
+                seconds=wait_seconds + self.handover_seconds,
+            )
+            return False
         except Exception as exc:  # noqa: BLE001 - the dispatcher tries again
             log.warning("resume failed", flow_run_id=flow_run_id, error=str(exc))
             return False

@@ -92,13 +92,24 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
     for name in OUR_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        if attach_handler:
-            logger.addHandler(handler)
+        logging.getLogger(name).setLevel(level)
+    if attach_handler:
+        # One handler, on the root logger: our lines and other libraries' warnings are
+        # written once, in one format. A console handler already there (Prefect installs
+        # its own when imported) would write each of our lines a second time.
+        root = logging.getLogger()
+        for old in list(root.handlers):
+            if _writes_to_console(old):
+                root.removeHandler(old)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return stream is not None and stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
 
 
 def bind_case(case_id: str, **more: Any) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from approvals.attestation_pages import attestation_router
 from approvals.web import approvals_router
-from offboarding.intake.routes import document_intake, intake_router
+from offboarding.intake.routes import WakeDispatcher, document_intake, intake_router
 from offboarding.orchestration.dispatcher import Dispatcher
 from offboarding.orchestration.runs import RunGateway
 from offboarding.wiring.services import Services
@@ -23,7 +23,7 @@ def create_app(
     gateway: RunGateway | None = None,
     *,
     dispatch: bool = True,
-    wake: Callable[[], None] | None = None,
+    wake: WakeDispatcher | None = None,
     wakes_at: str | None = None,
 ) -> FastAPI:
     """The app; with `dispatch` (the default) its lifespan runs the dispatcher that starts,

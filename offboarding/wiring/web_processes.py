@@ -26,6 +26,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 WAKE = b"wake"
+URGENT = b"urgent"  # an urgent case: the dispatcher does not wait for the burst to end
 READY = b"ready "
 
 
@@ -57,7 +58,7 @@ class WakeListener(asyncio.DatagramProtocol):
     """In the service's process: each datagram from another web process wakes the
     dispatcher; "ready <pid>" records that process as serving."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, wake: Callable[..., None]) -> None:
         self._wake = wake
         self.wakes = 0  # wake-ups sent by the other web processes
         self.ready: set[int] = set()
@@ -69,7 +70,7 @@ class WakeListener(asyncio.DatagramProtocol):
                 self.ready.add(int(pid))
             return
         self.wakes += 1
-        self._wake()
+        self._wake(urgent=data == URGENT)
 
 
 async def listen_for_wakes(address: str, listener: WakeListener) -> asyncio.BaseTransport:
@@ -103,8 +104,8 @@ class WakeSender:
             return False
         return True
 
-    def __call__(self) -> None:
-        self.send()
+    def __call__(self, *, urgent: bool = False) -> None:
+        self.send(URGENT if urgent else WAKE)
 
 
 def main() -> None:

@@ -40,3 +40,22 @@ def test_console_output_when_asked_for() -> None:
     text = run("json=False")
     assert "revoked" in text and "case_id=case-1" in text
     assert "hunter2" not in text
+
+
+def test_with_prefect_imported_each_line_is_written_once() -> None:
+    """Prefect puts a console handler on the root logger when imported; ours replaces it
+    (it wrote every line of ours a second time), and a library's warning still shows."""
+    script = SCRIPT.replace("import logging, structlog", "import logging, structlog, prefect")
+    script += 'logging.getLogger("some.library").warning("a library warning")\n'
+    done = subprocess.run(
+        [sys.executable, "-c", script.format(json="")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = done.stderr.splitlines()
+    assert sum("revoked" in line for line in lines) == 1, lines
+    assert sum("plain stdlib line" in line for line in lines) == 1, lines
+    library = [json.loads(line) for line in lines if "a library warning" in line]
+    assert len(library) == 1 and library[0]["logger"] == "some.library"
