@@ -275,26 +275,33 @@ def approvals_router(
             return error_page(
                 request, error, language(request, error.language) if error.language else lang
             )
-        resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
-        await run_in_threadpool(
-            partial(
-                audit.record,
-                engine,
-                action="run.resumed" if resumed else "run.resume_pending",
-                actor="service",
-                outcome="ok" if resumed else "pending",
-                case_id=opened.case.id,
-                details={
-                    "decision_id": recorded.decision_id,
-                    "flow_run_id": opened.case.flow_run_id,
-                },
+        # an approval that leaves the plan short of approvals is not handed to the run: it
+        # would only wake, find the plan undecided and wait again
+        waiting = await run_in_threadpool(more_approvals_needed, opened)
+        resumed = False
+        if not waiting:
+            resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
+            await run_in_threadpool(
+                partial(
+                    audit.record,
+                    engine,
+                    action="run.resumed" if resumed else "run.resume_pending",
+                    actor="service",
+                    outcome="ok" if resumed else "pending",
+                    case_id=opened.case.id,
+                    details={
+                        "decision_id": recorded.decision_id,
+                        "flow_run_id": opened.case.flow_run_id,
+                    },
+                )
             )
-        )
         await run_in_threadpool(tell_others, opened, recorded.decision_id)
-        if not resumed:
+        if not waiting and not resumed:
             wake_dispatcher()  # it hands the decision over as soon as the run waits for it
         if decision == Decision.REJECT:
             next_key = "rejected"  # nothing is revoked, whenever the run hears of it
+        elif waiting:
+            next_key = "more_approvals"
         else:
             next_key = "revoking" if resumed else "resume_pending"
         return page(
@@ -307,6 +314,14 @@ def approvals_router(
             case_id=opened.case.id,
             next_steps_key=next_key,
         )
+
+    def more_approvals_needed(opened: Opened) -> bool:
+        """The decisions recorded on the plan the link is for do not settle it yet (the
+        policy asks for more approvals than were given)."""
+        record = latest_plan(engine, opened.case.id)
+        if record is None or record.plan_hash != opened.claims.plan_hash:
+            return False  # the run decides what a decision on another plan means
+        return settle(services, opened.case, record).verdict == Verdict.PENDING
 
     def tell_others(opened: Opened, decision_id: str) -> None:
         """Once the plan is decided, the other managers asked hear it (never twice)."""

@@ -358,28 +358,57 @@ def ldap_still_has(directory: LocalDirectory, leaver: Leaver, password: str) -> 
 
 
 class Outbox:
-    """The approval emails in the outbox, each file read once (many leavers poll it)."""
+    """The approval emails in the outbox, each file read once, indexed by the cases asked
+    for. Many leavers' approvers poll it: a poll costs little when nothing new arrived (the
+    folder's mtime is unchanged; it is read again at least once a second regardless)."""
+
+    RESCAN_SECONDS = 1.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
         self.seen: set[str] = set()
         self.mails: list[tuple[str, str, list[str]]] = []  # (recipient, text, links)
+        self.by_case: dict[str, list[tuple[str, str]]] = {}
+        self.stamp: int | None = None
+        self.scanned = float("-inf")
 
     def links_for(self, case_id: str) -> list[tuple[str, str]]:
         """(recipient, approval link) of the case's approval emails."""
         with self.lock:
-            for path in sorted(self.path.glob("*.eml")):
-                if path.name in self.seen:
-                    continue
-                self.seen.add(path.name)
-                message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-                body = message.get_body(preferencelist=("plain",))
-                text = body.get_content() if body is not None else ""  # type: ignore[union-attr]
-                self.mails.append((str(message["To"]), text, LINK.findall(text)))
-            return [
-                (to, link) for to, text, links in self.mails if case_id in text for link in links
-            ]
+            if case_id not in self.by_case:
+                self.by_case[case_id] = [
+                    (to, link)
+                    for to, text, links in self.mails
+                    if case_id in text
+                    for link in links
+                ]
+            self._read_new()
+            return list(self.by_case[case_id])
+
+    def _read_new(self) -> None:
+        try:
+            stamp = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            return
+        now = time.monotonic()
+        if stamp == self.stamp and now - self.scanned < self.RESCAN_SECONDS:
+            return
+        self.stamp, self.scanned = stamp, now
+        for entry in os.scandir(self.path):
+            if not entry.name.endswith(".eml") or entry.name in self.seen:
+                continue
+            self.seen.add(entry.name)
+            message = email.message_from_bytes(
+                Path(entry.path).read_bytes(), policy=email.policy.default
+            )
+            body = message.get_body(preferencelist=("plain",))
+            text = body.get_content() if body is not None else ""  # type: ignore[union-attr]
+            mail = (str(message["To"]), text, LINK.findall(text))
+            self.mails.append(mail)
+            for case_id, found in self.by_case.items():
+                if case_id in text:
+                    found.extend((mail[0], link) for link in mail[2])
 
 
 def approve(link: str) -> float:

@@ -4,7 +4,10 @@ Starts the whole service on its embedded defaults (SQLite, local Prefect server,
 outbox), a throwaway slapd with the demo organisation, and offboards Jan de Vries
 (E1042, five groups) several times, restoring his access between rounds.
 
-    .venv/bin/python benchmarks/time_to_revoke.py [--rounds 7] [--upgrade]
+    .venv/bin/python benchmarks/time_to_revoke.py [--rounds 7] [--upgrade] [--production]
+
+`--production` runs the service as `offboarding up --production` does instead: PostgreSQL for
+the service and for Prefect (throwaway databases), a process work pool and its worker.
 
 `--upgrade` measures instant dismissal arriving late: a normal leaving waits for its approval,
 then HR's urgent event for the same person arrives; timed from that intake POST until the
@@ -15,6 +18,7 @@ Each round then approves, so the next starts from a closed case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import secrets
@@ -197,11 +201,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--upgrade", action="store_true", help="time an urgent upgrade instead")
+    parser.add_argument(
+        "--production", action="store_true", help="PostgreSQL and a process work pool"
+    )
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
     password = "Bench-" + secrets.token_urlsafe(8)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as databases:
         home = Path(tmp)
+        urls: dict[str, str] = {}
+        if args.production:
+            from reorganisation import postgres_database  # benchmarks/reorganisation.py
+
+            urls["database_url"] = databases.enter_context(postgres_database())
+            urls["prefect_database_url"] = databases.enter_context(postgres_database())
         with LocalDirectory.start(
             home / "slapd", admin_password=secrets.token_urlsafe(16)
         ) as directory:
@@ -213,13 +226,16 @@ def main() -> None:
                 connectors=[directory.connector_config(managers_group=org.managers_group_dn)],
                 # an instant dismissal locks the account at once (the rest waits for approval)
                 **({"urgent_containment": ["account"]} if args.upgrade else {}),
+                **urls,  # type: ignore[arg-type]
             )
             started = time.perf_counter()
-            with run_service(settings, quiet=True) as running:
-                print(
-                    f"service up in {time.perf_counter() - started:.1f} s "
-                    f"(Prefect server on SQLite, runner, web app)"
+            with run_service(settings, quiet=True, production=args.production) as running:
+                mode = (
+                    "PostgreSQL, Prefect server on PostgreSQL, a process work pool's worker"
+                    if args.production
+                    else "SQLite, Prefect server on SQLite, runner"
                 )
+                print(f"service up in {time.perf_counter() - started:.1f} s ({mode}, web app)")
                 if args.upgrade:
                     upgrades = []
                     for n in range(1, args.rounds + 1):

@@ -45,6 +45,7 @@ from offboarding.domain.anchors import ANCHOR_FILE, AnchorFileError, FileAnchorS
 from offboarding.domain.cases import latest_plan, run_name, start_time
 from offboarding.domain.models import (
     TERMINAL_STATUSES,
+    ApprovalDecision,
     AuditEvent,
     Case,
     CaseStatus,
@@ -90,6 +91,7 @@ class Dispatcher:
         self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
         self._anchored = float("-inf")  # loop time of the last anchor
         self._viewed = float("-inf")  # loop time of the last look at the overview
+        self._followed = float("-inf")  # loop time of the last follow-up of approvals
 
     # -- running ---------------------------------------------------------------
 
@@ -183,7 +185,15 @@ class Dispatcher:
 
     async def follow_approvals(self) -> None:
         """Remind, escalate, ask deputies whose period started while a case waits, and hand
-        cases whose links all expired to a person (never approve). Needs no Prefect."""
+        cases whose links all expired to a person (never approve). Needs no Prefect.
+
+        All of it is due by the clock (hours, days), and it reads every waiting case: done
+        at most once per `dispatch_interval_seconds`, however often intake and decisions
+        wake the dispatcher (a reorganisation wakes it many times a second)."""
+        moment = asyncio.get_running_loop().time()
+        if moment - self._followed < self.interval:
+            return
+        self._followed = moment
         now = utcnow()
         try:  # a directory or mail server that is down must not hold up the rest of the pass
             await self._db(due_reminders, self.services, now)
@@ -208,17 +218,21 @@ class Dispatcher:
         return {c.id: (c, runs.get(c.flow_run_id or "")) for c in cases}
 
     async def deliver_decisions(self, runs: dict[str, tuple[Case, FlowRun | None]]) -> None:
-        for case, run in runs.values():
-            if (
-                run is None
-                or run.state is None
-                or run.state.type != StateType.PAUSED
-                or case.status != CaseStatus.AWAITING_APPROVAL
-            ):
+        asleep = {
+            case.id: (case, run)
+            for case, run in runs.values()
+            if run is not None
+            and run.state is not None
+            and run.state.type == StateType.PAUSED
+            and case.status == CaseStatus.AWAITING_APPROVAL
+            and f"{run.id}:{run.state.id}" not in self._delivered
+        }
+        # only a case with a decision on record can have one to deliver: one read for all
+        decided = await self._db(cases_with_decisions, self.services, list(asleep))
+        for case_id, (case, run) in asleep.items():
+            if case_id not in decided or run is None or run.state is None:
                 continue
             pause = f"{run.id}:{run.state.id}"
-            if pause in self._delivered:
-                continue
             decision = await self._db(settled_decision, self.services, case)
             if decision is None:
                 continue
@@ -406,6 +420,20 @@ def open_cases_with_run(services: Services) -> list[Case]:
                     col(Case.flow_run_id).is_not(None),
                     col(Case.status).not_in(list(TERMINAL_STATUSES)),
                 )
+            )
+        )
+
+
+def cases_with_decisions(services: Services, case_ids: list[str]) -> set[str]:
+    """Those of the cases that have any approval decision recorded."""
+    if not case_ids:
+        return set()
+    with Session(services.engine) as session:
+        return set(
+            session.exec(
+                select(ApprovalDecision.case_id)
+                .where(col(ApprovalDecision.case_id).in_(case_ids))
+                .distinct()
             )
         )
 
