@@ -76,10 +76,16 @@ class Settlement:
     refused: tuple[tuple[ApprovalDecision, tuple[Refusal, ...]], ...] = ()
 
 
-def settle(services: ApprovalPorts, case: Case, record: RevocationPlanRecord) -> Settlement:
+def settle(
+    services: ApprovalPorts,
+    case: Case,
+    record: RevocationPlanRecord,
+    people: RuleInputs | None = None,
+) -> Settlement:
     """THE decision function: the approval page, the flow, the dispatcher and the CLI all
-    ask this, so they cannot disagree. Pure: it records nothing (see `audit_refused`)."""
-    people = rule_inputs(services, case)
+    ask this, so they cannot disagree. Pure: it records nothing (see `audit_refused`).
+    `people`: the case's approvers and deputies when the caller has just read them."""
+    people = people if people is not None else rule_inputs(services, case)
     valid: list[ApprovalDecision] = []
     refused: list[tuple[ApprovalDecision, tuple[Refusal, ...]]] = []
     for stored in decisions_on(services.engine, case.id, record.plan_hash):

@@ -262,7 +262,7 @@ def approvals_router(
             reason = reason.strip()
             if decision == Decision.REJECT and not reason:
                 raise PageError("bad_request", 400, "a reason is required to reject")
-            recorded = await run_in_threadpool(
+            recorded, waiting = await run_in_threadpool(
                 record_decision, opened, Decision(decision), reason, identity
             )
         except SignInNeeded as needed:
@@ -275,9 +275,8 @@ def approvals_router(
             return error_page(
                 request, error, language(request, error.language) if error.language else lang
             )
-        # an approval that leaves the plan short of approvals is not handed to the run: it
-        # would only wake, find the plan undecided and wait again
-        waiting = await run_in_threadpool(more_approvals_needed, opened)
+        # an approval that leaves the plan short of approvals (`waiting`) is not handed to
+        # the run: it would only wake, find the plan undecided and wait again
         resumed = False
         if not waiting:
             resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
@@ -315,13 +314,14 @@ def approvals_router(
             next_steps_key=next_key,
         )
 
-    def more_approvals_needed(opened: Opened) -> bool:
+    def more_approvals_needed(opened: Opened, people: RuleInputs) -> bool:
         """The decisions recorded on the plan the link is for do not settle it yet (the
-        policy asks for more approvals than were given)."""
+        policy asks for more approvals than were given). With the people the decision was
+        checked against: the page needs the directory no more once the decision is stored."""
         record = latest_plan(engine, opened.case.id)
         if record is None or record.plan_hash != opened.claims.plan_hash:
             return False  # the run decides what a decision on another plan means
-        return settle(services, opened.case, record).verdict == Verdict.PENDING
+        return settle(services, opened.case, record, people).verdict == Verdict.PENDING
 
     def tell_others(opened: Opened, decision_id: str) -> None:
         """Once the plan is decided, the other managers asked hear it (never twice)."""
@@ -337,7 +337,8 @@ def approvals_router(
 
     def record_decision(
         opened: Opened, decision: Decision, reason: str, identity: SignedIn | None
-    ) -> SignedDecision:
+    ) -> tuple[SignedDecision, bool]:
+        """The decision stored and signed, and whether the plan still needs more approvals."""
         case, req = opened.case, opened.request
         actor = f"employee:{req.approver_id}"
         people = rule_inputs(services, case)
@@ -408,7 +409,7 @@ def approvals_router(
             return stored
 
         record = audit.in_transaction(engine, claim)
-        return services.decisions.sign(
+        signed = services.decisions.sign(
             SignedDecision(
                 decision_id=record.id,
                 case_id=case.id,
@@ -417,5 +418,6 @@ def approvals_router(
                 decision=decision.value,
             )
         )
+        return signed, more_approvals_needed(opened, people)
 
     return router
