@@ -25,6 +25,7 @@ from approvals.attestations import (
     step_context,
     unattested,
 )
+from approvals.handover import hand_over
 from approvals.pages import PageError, Pages
 from approvals.ports import RunResumer
 from approvals.tokens import AttestationClaims, LinkExpired, LinkInvalid
@@ -173,22 +174,12 @@ def attestation_router(
         if still_open:
             next_key = "others_open"
         else:
-            resumed = await gateway.resume(
-                opened.case.flow_run_id or "", {"case_id": opened.case.id}
-            )
-            await run_in_threadpool(
-                partial(
-                    audit.record,
-                    engine,
-                    action="run.resumed" if resumed else "run.resume_pending",
-                    actor="service",
-                    outcome="ok" if resumed else "pending",
-                    case_id=opened.case.id,
-                    details={
-                        "why": "manual steps attested",
-                        "flow_run_id": opened.case.flow_run_id,
-                    },
-                )
+            resumed = await hand_over(
+                gateway,
+                engine,
+                opened.case,
+                {"case_id": opened.case.id},
+                {"why": "manual steps attested"},
             )
             if not resumed:
                 wake_dispatcher()

@@ -23,6 +23,7 @@ from approvals.decided_elsewhere import tell_other_approvers
 from approvals.decisions import Settlement, settle
 from approvals.deputies import RuleInputs, rule_inputs
 from approvals.deputy_pages import DeputyPorts, deputy_router
+from approvals.handover import hand_over
 from approvals.pages import PageError, Pages
 from approvals.ports import RunResumer
 from approvals.reminders import FollowUpPorts
@@ -277,23 +278,13 @@ def approvals_router(
             )
         # an approval that leaves the plan short of approvals (`waiting`) is not handed to
         # the run: it would only wake, find the plan undecided and wait again
-        resumed = False
-        if not waiting:
-            resumed = await gateway.resume(opened.case.flow_run_id or "", recorded.model_dump())
-            await run_in_threadpool(
-                partial(
-                    audit.record,
-                    engine,
-                    action="run.resumed" if resumed else "run.resume_pending",
-                    actor="service",
-                    outcome="ok" if resumed else "pending",
-                    case_id=opened.case.id,
-                    details={
-                        "decision_id": recorded.decision_id,
-                        "flow_run_id": opened.case.flow_run_id,
-                    },
-                )
-            )
+        resumed = not waiting and await hand_over(
+            gateway,
+            engine,
+            opened.case,
+            recorded.model_dump(),
+            {"decision_id": recorded.decision_id},
+        )
         await run_in_threadpool(tell_others, opened, recorded.decision_id)
         if not waiting and not resumed:
             wake_dispatcher()  # it hands the decision over as soon as the run waits for it
