@@ -208,7 +208,9 @@ def run_demo(
         )
         # the demo runs a work instruction file, as an installation would (its plans record
         # the file's version label and SHA-256)
-        instruction = settings.home / "workinstruction.yaml"
+        # absolute: the runner and workers start in the project's folder, and a relative
+        # path in their settings would be read next to their (empty) config file instead
+        instruction = (settings.home / "workinstruction.yaml").resolve()
         instruction.write_text(
             work_instruction_yaml(
                 policy,
