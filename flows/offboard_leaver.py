@@ -201,7 +201,6 @@ def with_retries(step: Any) -> Any:
     return step.with_options(retries=len(delays), retry_delay_seconds=delays)
 
 
-@resilient
 def take_inventory(case_id: str) -> list[AccessGrant]:
     return inventory_all(run_services(), leaver_of(case_by_id(case_id)))
 
@@ -212,7 +211,7 @@ def plan_for(case_id: str) -> RevocationPlanRecord:
     record = latest_plan(services.engine, case.id)
     if record is not None and record.status in (PlanStatus.PENDING, PlanStatus.APPROVED):
         return record
-    return new_plan(services, case, with_retries(take_inventory)(case.id))
+    return new_plan(services, case, patiently(take_inventory, case.id))
 
 
 def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> RevocationPlanRecord:
@@ -235,7 +234,6 @@ def new_plan(services: Services, case: Case, grants: list[AccessGrant]) -> Revoc
     return record
 
 
-@resilient
 def ask_for_approval(case_id: str, plan_id: str) -> None:
     services = run_services()
     for link in request_approvals(services, case_by_id(case_id), plan_by_id(plan_id)):
@@ -259,7 +257,6 @@ def revoke_one(case_id: str, plan_id: str, step: PlanStep, removed: frozenset[st
     return revoke_step(run_services(), case_id=case_id, plan_id=plan_id, step=step, removed=removed)
 
 
-@resilient
 def ask_for_attestations(case_id: str, plan_id: str) -> None:
     """Mail each manual step's assignee their attestation link (once)."""
     services = run_services()
@@ -298,7 +295,6 @@ def revoke_system(
     return outcomes, failures
 
 
-@resilient
 def verify(case_id: str) -> VerificationReport:
     return verify_all(run_services(), case_id, leaver_of(case_by_id(case_id)))
 
@@ -464,7 +460,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
             if patiently(settled_verdict, case.id, record.id) == Verdict.PENDING:
                 # before the links go out: an approver who clicks at once finds a waiting case
                 set_status(services.engine, case.id, CaseStatus.AWAITING_APPROVAL)
-            with_retries(ask_for_approval)(case.id, record.id)
+                patiently(ask_for_approval, case.id, record.id)
             verdict = await_verdict(services, case, record)
             if verdict == Verdict.REJECTED:
                 deciding = settle(services, case, record).deciding
@@ -487,7 +483,7 @@ def offboard_leaver(request: OffboardRequest) -> str:
                 refresh_view(services)
                 return CaseStatus.REJECTED.value
             set_plan_status(services.engine, record.id, PlanStatus.APPROVED)
-            current = with_retries(take_inventory)(case.id)
+            current = patiently(take_inventory, case.id)
             extra = unapproved_grants(load_plan(record), current)
             if not extra:
                 break
@@ -574,7 +570,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
     set_status(services.engine, case.id, CaseStatus.REVOKING)
     plan = load_plan(record)
     # people start on the manual steps while the systems are revoked
-    with_retries(ask_for_attestations)(case.id, record.id)
+    patiently(ask_for_attestations, case.id, record.id)
     # A run recovered after a crash continues where it stopped: steps done stay done.
     finished = {
         step.grant_key: step
@@ -605,7 +601,7 @@ def revoke_and_verify(services: Services, case: Case, record: RevocationPlanReco
         by_key.update((o.grant.key, o) for o in done)
         failures += failed
     outcomes = [by_key[s.grant.key] for s in plan.steps if s.grant.key in by_key]
-    report = with_retries(verify)(case.id)
+    report = patiently(verify, case.id)
     publish_evidence(services, case, record, outcomes, report, failures)
     if failures or not report.clean:
         open_steps = OutcomeStatus.AWAITING_ATTESTATION

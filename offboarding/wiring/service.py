@@ -208,6 +208,7 @@ class RunningService:
                 self.web_thread.join(timeout=30)
                 if self.web_thread.is_alive():
                     log.error("the web app did not stop within 30 s")
+            flush_prefect_events()  # while the server still runs
             if self.supervisor is not None:
                 self.supervisor.stop()  # before the server: no restart, runs still reachable
             if self.keeper is not None:
@@ -220,6 +221,16 @@ class RunningService:
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
+
+
+def flush_prefect_events(timeout: float = 5) -> None:
+    """Send this process's last Prefect events (the overview's artifact events) and stop
+    the client that sends them. It is made once per process and bound to the API it first
+    met: a service started again in this process (tests, benchmarks) on another Prefect
+    server gets a new one, instead of one that keeps calling the stopped server."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)
 
 
 def check_ports_free(settings: Settings, api_port: int | None = None) -> None:

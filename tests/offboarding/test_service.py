@@ -142,6 +142,28 @@ def test_installations_get_their_own_deployment_names(tmp_path: Path, monkeypatc
         Settings(instance="Payroll/NL")
 
 
+def test_a_stopped_service_leaves_no_events_client_bound_to_its_prefect_server(  # type: ignore[no-untyped-def]
+    service: RunningService, tmp_path: Path, monkeypatch
+) -> None:
+    # Prefect makes one events client per process, bound to the API it first met; a service
+    # started again in this process (the benchmarks) must not send to the stopped server.
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("OFFBOARDING_CONFIG", os.devnull)
+    # a service of no processes on the running server's API: its stop only lets go of Prefect
+    stopped = RunningService(settings=Settings(home=tmp_path / "home"), api_port=service.api_port)
+    with temporary_settings(updates={PREFECT_API_URL: f"{stopped.api_url}"}):
+        first = EventsWorker.instance()
+        assert EventsWorker.instance() is first  # one per process, as long as it runs
+        stopped.stop()
+        again = EventsWorker.instance()
+        try:
+            assert again is not first
+        finally:
+            EventsWorker.drain_all(timeout=10, at_exit=False)
+
+
 def test_a_second_service_on_the_same_prefect_port_refuses_to_start(  # type: ignore[no-untyped-def]
     service: RunningService, tmp_path: Path
 ) -> None:
