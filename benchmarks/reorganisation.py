@@ -531,6 +531,7 @@ def floor(running: RunningService, rounds: int) -> list[float]:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # stopped with its group (it outlived the benchmark)
         )
 
     async def register(client: PrefectClient) -> Any:

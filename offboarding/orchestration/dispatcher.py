@@ -57,6 +57,7 @@ from offboarding.domain.models import (
 )
 from offboarding.domain.plan import RevocationPlan
 from offboarding.notification import notify
+from offboarding.orchestration.handovers import Handovers
 from offboarding.orchestration.lifecycle import CaseLifecycle
 from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
 from offboarding.wiring.services import Services
@@ -88,7 +89,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._urgent = False  # an urgent case was stored since the last pass began
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._delivered: set[str] = set()  # (run, pause) pairs already handed a decision
+        self._handovers = Handovers()  # suspensions handed their input, or to try again
         self._anchored = float("-inf")  # loop time of the last anchor
         self._viewed = float("-inf")  # loop time of the last look at the overview
         self._followed = float("-inf")  # loop time of the last follow-up of approvals
@@ -218,6 +219,7 @@ class Dispatcher:
         return {c.id: (c, runs.get(c.flow_run_id or "")) for c in cases}
 
     async def deliver_decisions(self, runs: dict[str, tuple[Case, FlowRun | None]]) -> None:
+        now = asyncio.get_running_loop().time()
         asleep = {
             case.id: (case, run)
             for case, run in runs.values()
@@ -225,7 +227,7 @@ class Dispatcher:
             and run.state is not None
             and run.state.type == StateType.PAUSED
             and case.status == CaseStatus.AWAITING_APPROVAL
-            and f"{run.id}:{run.state.id}" not in self._delivered
+            and self._handovers.due(f"{run.id}:{run.state.id}", now)
         }
         # only a case with a decision on record can have one to deliver: one read for all
         decided = await self._db(cases_with_decisions, self.services, list(asleep))
@@ -233,21 +235,35 @@ class Dispatcher:
             if case_id not in decided or run is None or run.state is None:
                 continue
             pause = f"{run.id}:{run.state.id}"
-            decision = await self._db(settled_decision, self.services, case)
+            since = as_utc(run.state.timestamp) if run.state.timestamp else utcnow()
+            decision = await self._db(settled_decision, self.services, case, since)
             if decision is None:
                 continue
-            self._delivered.add(pause)
-            resumed = await self.gateway.resume(str(run.id), decision, wait_seconds=0)
-            await self._db(
-                lambda c=case, r=resumed, d=decision: audit.record(
-                    self.services.engine,
-                    action="run.resumed" if r else "run.resume_pending",
-                    actor="dispatcher",
-                    outcome="ok" if r else "pending",
-                    case_id=c.id,
-                    details={"decision_id": d["decision_id"], "flow_run_id": c.flow_run_id},
-                )
+            await self._hand_over(case, pause, decision, {"decision_id": decision["decision_id"]})
+
+    async def _hand_over(
+        self, case: Case, pause: str, run_input: dict[str, Any], details: dict[str, Any]
+    ) -> None:
+        """Resume the waiting run with `run_input`. One that did not get through (Prefect
+        busy, slow, restarting) is tried again on a later pass, after a pause that grows;
+        recorded once as pending, and as resumed when it got through."""
+        run_id = pause.split(":", 1)[0]
+        resumed = await self.gateway.resume(run_id, run_input, wait_seconds=0)
+        if resumed:
+            self._handovers.resumed(pause)
+        elif not self._handovers.failed(pause, asyncio.get_running_loop().time()):
+            log.info("hand-over still pending; trying again later", case_id=case.id)
+            return
+        await self._db(
+            lambda: audit.record(
+                self.services.engine,
+                action="run.resumed" if resumed else "run.resume_pending",
+                actor="dispatcher",
+                outcome="ok" if resumed else "pending",
+                case_id=case.id,
+                details={**details, "flow_run_id": run_id},
             )
+        )
 
     # -- 3. recover ------------------------------------------------------------
 
@@ -343,21 +359,13 @@ class Dispatcher:
                 continue
             pause_key = (run.state.state_details.pause_key or "") if run.state.state_details else ""
             pause = f"{run.id}:{run.state.id}"
-            if not pause_key.startswith("attest-") or pause in self._delivered:
+            now = asyncio.get_running_loop().time()
+            if not pause_key.startswith("attest-") or not self._handovers.due(pause, now):
                 continue
             if not await self._db(all_attested, self.services, case):
                 continue
-            self._delivered.add(pause)
-            resumed = await self.gateway.resume(str(run.id), {"case_id": case.id}, wait_seconds=0)
-            await self._db(
-                lambda c=case, r=resumed: audit.record(
-                    self.services.engine,
-                    action="run.resumed" if r else "run.resume_pending",
-                    actor="dispatcher",
-                    outcome="ok" if r else "pending",
-                    case_id=c.id,
-                    details={"why": "manual steps attested", "flow_run_id": c.flow_run_id},
-                )
+            await self._hand_over(
+                case, pause, {"case_id": case.id}, {"why": "manual steps attested"}
             )
 
 
@@ -438,14 +446,17 @@ def cases_with_decisions(services: Services, case_ids: list[str]) -> set[str]:
         )
 
 
-def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
-    """The signed decision to hand the run, when the recorded decisions settle its plan
-    (the same decision function the page and the flow use)."""
+def settled_decision(
+    services: Services, case: Case, paused_since: datetime
+) -> dict[str, Any] | None:
+    """The signed decision to hand the run asleep since `paused_since`, when the recorded
+    decisions settle its plan (the same decision function the page and the flow use) and
+    nobody handed it over already."""
     record = latest_plan(services.engine, case.id)
     if record is None or record.status != PlanStatus.PENDING:
         return None
     stored = settle(services, case, record).deciding
-    if stored is None or in_the_pages_hands(services, case.id, stored.id, stored.decided_at):
+    if stored is None or handed_over(services, case.id, stored.id, stored.decided_at, paused_since):
         return None
     signed = services.decisions.sign(
         SignedDecision(
@@ -459,20 +470,29 @@ def settled_decision(services: Services, case: Case) -> dict[str, Any] | None:
     return signed.model_dump()
 
 
-def in_the_pages_hands(
-    services: Services, case_id: str, decision_id: str, decided_at: datetime
+def handed_over(
+    services: Services,
+    case_id: str,
+    decision_id: str,
+    decided_at: datetime,
+    paused_since: datetime,
 ) -> bool:
-    """The approval page that recorded this decision is still handing it over: recent, and
-    no outcome of its hand-over recorded yet (two resumes at once: one is refused)."""
-    if utcnow() - as_utc(decided_at) >= HANDOVER_GRACE:
-        return False
+    """The decision is in other hands: the run took it after it fell asleep (the dispatcher's
+    view of the run, read before that, still shows it asleep), or the approval page that
+    recorded it is still handing it over (recent, no outcome recorded yet). Two resumes at
+    once: one is refused."""
     with Session(services.engine) as session:
         recorded = session.exec(
-            select(AuditEvent.details).where(
+            select(AuditEvent.action, AuditEvent.at, AuditEvent.details).where(
                 AuditEvent.case_id == case_id, col(AuditEvent.action).in_(HANDOVER_ACTIONS)
             )
         ).all()
-    return not any(_decision_of(details) == decision_id for details in recorded)
+    outcomes = [
+        (action, at) for action, at, details in recorded if _decision_of(details) == decision_id
+    ]
+    if any(action == "run.resumed" and as_utc(at) >= paused_since for action, at in outcomes):
+        return True
+    return not outcomes and utcnow() - as_utc(decided_at) < HANDOVER_GRACE
 
 
 def _decision_of(details: str) -> str | None:

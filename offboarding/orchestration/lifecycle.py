@@ -16,6 +16,7 @@ that was down in between loses nothing:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from offboarding.domain.models import (
 )
 from offboarding.notification.mail import OutgoingEmail
 from offboarding.notification.rendering import pick_language, render_email
+from offboarding.orchestration.handovers import Handovers
 from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
 from offboarding.wiring.services import Services
 
@@ -57,7 +59,7 @@ class CaseLifecycle:
         self.services = services
         self.gateway = gateway
         self.limiter = anyio.CapacityLimiter(services.settings.db_concurrency)
-        self._woken: set[str] = set()  # (run, pause) pairs already given the upgrade notice
+        self._woken = Handovers()  # suspensions given the upgrade notice, or to try again
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
@@ -125,11 +127,15 @@ class CaseLifecycle:
         details = run.state.state_details
         pause_key = (details.pause_key or "") if details else ""
         pause = f"{run.id}:{run.state.id}"
-        if not pause_key.startswith("decision-") or pause in self._woken:
+        now = asyncio.get_running_loop().time()
+        if not pause_key.startswith("decision-") or not self._woken.due(pause, now):
             return
-        self._woken.add(pause)
         notice = {"upgrade": {"case_id": case.id, "reason": "urgent"}}
         resumed = await self.gateway.resume(str(run.id), notice, wait_seconds=0)
+        if resumed:
+            self._woken.resumed(pause)
+        elif not self._woken.failed(pause, now):
+            return  # recorded as pending once; tried again after a pause that grows
         await self._db(
             lambda: audit.record(
                 self.services.engine,
@@ -140,8 +146,6 @@ class CaseLifecycle:
                 details={"why": "urgent upgrade", "flow_run_id": str(run.id)},
             )
         )
-        if not resumed:
-            self._woken.discard(pause)  # tried again on the next pass
 
     async def follow_cancellations(self) -> None:
         for case in await self._db(cancellations_to_follow, self.services):
