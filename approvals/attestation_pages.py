@@ -25,7 +25,7 @@ from approvals.attestations import (
     step_context,
     unattested,
 )
-from approvals.handover import hand_over
+from approvals.handover import ATTESTED, hand_over
 from approvals.pages import PageError, Pages
 from approvals.ports import RunResumer
 from approvals.tokens import AttestationClaims, LinkExpired, LinkInvalid
@@ -179,7 +179,7 @@ def attestation_router(
                 engine,
                 opened.case,
                 {"case_id": opened.case.id},
-                {"why": "manual steps attested"},
+                {"why": ATTESTED},
             )
             if not resumed:
                 wake_dispatcher()

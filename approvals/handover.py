@@ -12,6 +12,9 @@ from approvals.ports import RunResumer
 from offboarding.domain import audit
 from offboarding.domain.models import Case
 
+# why a run waiting for its manual steps was resumed (the page's and the dispatcher's record)
+ATTESTED = "manual steps attested"
+
 
 async def hand_over(
     gateway: RunResumer,

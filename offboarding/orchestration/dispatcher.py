@@ -37,6 +37,7 @@ from sqlmodel import Session, col, func, select
 
 from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
+from approvals.handover import ATTESTED
 from approvals.reminders import deputies_due, due_reminders, escalations, expired_cases
 from approvals.tokens import SignedDecision
 from flows.oversight import OVERVIEW_EVERY, refresh_overview_if_due
@@ -364,9 +365,10 @@ class Dispatcher:
                 continue
             if not await self._db(all_attested, self.services, case):
                 continue
-            await self._hand_over(
-                case, pause, {"case_id": case.id}, {"why": "manual steps attested"}
-            )
+            since = as_utc(run.state.timestamp) if run.state.timestamp else utcnow()
+            if await self._db(attestations_handed_over, self.services, case.id, since):
+                continue
+            await self._hand_over(case, pause, {"case_id": case.id}, {"why": ATTESTED})
 
 
 # -- database work (worker threads) --------------------------------------------
@@ -481,26 +483,42 @@ def handed_over(
     view of the run, read before that, still shows it asleep), or the approval page that
     recorded it is still handing it over (recent, no outcome recorded yet). Two resumes at
     once: one is refused."""
+    outcomes = [
+        (action, at)
+        for action, at, details in _handovers_of(services, case_id)
+        if details.get("decision_id") == decision_id
+    ]
+    if any(action == "run.resumed" and at >= paused_since for action, at in outcomes):
+        return True
+    return not outcomes and utcnow() - as_utc(decided_at) < HANDOVER_GRACE
+
+
+def attestations_handed_over(services: Services, case_id: str, paused_since: datetime) -> bool:
+    """The run took "all attested" after it fell asleep (from the attestation page, or an
+    earlier pass): the dispatcher's view of the run, read before that, is out of date."""
+    return any(
+        action == "run.resumed" and at >= paused_since and details.get("why") == ATTESTED
+        for action, at, details in _handovers_of(services, case_id)
+    )
+
+
+def _handovers_of(services: Services, case_id: str) -> list[tuple[str, datetime, dict[str, Any]]]:
+    """The case's recorded hand-overs: action, when (UTC), details (empty when erased)."""
     with Session(services.engine) as session:
         recorded = session.exec(
             select(AuditEvent.action, AuditEvent.at, AuditEvent.details).where(
                 AuditEvent.case_id == case_id, col(AuditEvent.action).in_(HANDOVER_ACTIONS)
             )
         ).all()
-    outcomes = [
-        (action, at) for action, at, details in recorded if _decision_of(details) == decision_id
-    ]
-    if any(action == "run.resumed" and as_utc(at) >= paused_since for action, at in outcomes):
-        return True
-    return not outcomes and utcnow() - as_utc(decided_at) < HANDOVER_GRACE
+    return [(action, as_utc(at), _details(details)) for action, at, details in recorded]
 
 
-def _decision_of(details: str) -> str | None:
+def _details(details: str) -> dict[str, Any]:
     try:
         found = json.loads(details)
     except ValueError:  # erased by the retention policy
-        return None
-    return found.get("decision_id") if isinstance(found, dict) else None
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def forget_missing_run(services: Services, case: Case) -> None:

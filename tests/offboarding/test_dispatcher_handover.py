@@ -15,10 +15,11 @@ import pytest
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Suspended
 
+from approvals.handover import ATTESTED
 from offboarding.domain import audit
 from offboarding.domain.models import Case, CaseStatus, utcnow
 from offboarding.orchestration import dispatcher as dispatching
-from offboarding.orchestration.dispatcher import Dispatcher, handed_over
+from offboarding.orchestration.dispatcher import Dispatcher, attestations_handed_over, handed_over
 from offboarding.orchestration.handovers import Handovers
 from offboarding.orchestration.runs import RunGateway
 from offboarding.wiring.db import create_schema, make_engine
@@ -126,4 +127,30 @@ def test_a_decision_the_run_took_is_not_handed_over_again(tmp_path: Path) -> Non
         details={"decision_id": "d2", "flow_run_id": "r1"},
     )
     assert not handed_over(services, "c1", "d2", just_now, asleep)  # the page could not
+    engine.dispose()
+
+
+def test_attestations_the_run_took_are_not_handed_over_again(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'offboarding.db'}")
+    create_schema(engine)
+    services = SimpleNamespace(engine=engine)
+    asleep = utcnow() - timedelta(seconds=30)
+    assert not attestations_handed_over(services, "c1", asleep)
+    audit.record(  # a decision handed over earlier: not the attestations
+        engine,
+        action="run.resumed",
+        actor="service",
+        case_id="c1",
+        details={"decision_id": "d1", "flow_run_id": "r1"},
+    )
+    assert not attestations_handed_over(services, "c1", asleep)
+    audit.record(  # as the attestation page records it
+        engine,
+        action="run.resumed",
+        actor="service",
+        case_id="c1",
+        details={"why": ATTESTED, "flow_run_id": "r1"},
+    )
+    assert attestations_handed_over(services, "c1", asleep)
+    assert not attestations_handed_over(services, "c1", utcnow() + timedelta(seconds=1))
     engine.dispose()
