@@ -58,7 +58,7 @@ from offboarding.domain.models import (
 )
 from offboarding.domain.plan import RevocationPlan
 from offboarding.notification import notify
-from offboarding.orchestration.handovers import Handovers
+from offboarding.orchestration.handovers import Handovers, hand_over
 from offboarding.orchestration.lifecycle import CaseLifecycle
 from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
 from offboarding.wiring.services import Services
@@ -245,25 +245,15 @@ class Dispatcher:
     async def _hand_over(
         self, case: Case, pause: str, run_input: dict[str, Any], details: dict[str, Any]
     ) -> None:
-        """Resume the waiting run with `run_input`. One that did not get through (Prefect
-        busy, slow, restarting) is tried again on a later pass, after a pause that grows;
-        recorded once as pending, and as resumed when it got through."""
-        run_id = pause.split(":", 1)[0]
-        resumed = await self.gateway.resume(run_id, run_input, wait_seconds=0)
-        if resumed:
-            self._handovers.resumed(pause)
-        elif not self._handovers.failed(pause, asyncio.get_running_loop().time()):
-            log.info("hand-over still pending; trying again later", case_id=case.id)
-            return
-        await self._db(
-            lambda: audit.record(
-                self.services.engine,
-                action="run.resumed" if resumed else "run.resume_pending",
-                actor="dispatcher",
-                outcome="ok" if resumed else "pending",
-                case_id=case.id,
-                details={**details, "flow_run_id": run_id},
-            )
+        await hand_over(
+            self.gateway,
+            self._handovers,
+            pause,
+            run_input,
+            engine=self.services.engine,
+            case_id=case.id,
+            details=details,
+            in_thread=self._db,
         )
 
     # -- 3. recover ------------------------------------------------------------

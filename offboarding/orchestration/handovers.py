@@ -3,7 +3,15 @@ when a hand-over that did not get through may be tried again."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+from offboarding.domain import audit
 
 # seconds before trying a failed hand-over again, after the 1st, 2nd, ... failure (the last
 # one repeats): Prefect answered it busy, slowly or not at all
@@ -36,3 +44,42 @@ class Handovers:
         delay = self.delays[min(count, len(self.delays) - 1)]
         self._failed[pause] = (count + 1, now + delay)
         return count == 0
+
+
+class Resumer(Protocol):
+    async def resume(
+        self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 5.0
+    ) -> bool: ...
+
+
+async def hand_over(
+    gateway: Resumer,
+    handovers: Handovers,
+    pause: str,
+    run_input: dict[str, Any],
+    *,
+    engine: Engine,
+    case_id: str,
+    details: dict[str, Any],
+    in_thread: Callable[[Callable[[], object]], Awaitable[object]],
+) -> None:
+    """Resume the run asleep in `pause` with `run_input`, as the dispatcher does. One that did
+    not get through is tried again on a later pass (see `Handovers`); recorded as pending
+    once, and as resumed when it got through. `in_thread` runs the database write."""
+    run_id = pause.split(":", 1)[0]
+    resumed = await gateway.resume(run_id, run_input, wait_seconds=0)
+    if resumed:
+        handovers.resumed(pause)
+    elif not handovers.failed(pause, asyncio.get_running_loop().time()):
+        return
+    await in_thread(
+        partial(
+            audit.record,
+            engine,
+            action="run.resumed" if resumed else "run.resume_pending",
+            actor="dispatcher",
+            outcome="ok" if resumed else "pending",
+            case_id=case_id,
+            details={**details, "flow_run_id": run_id},
+        )
+    )

@@ -41,7 +41,7 @@ from offboarding.domain.models import (
 )
 from offboarding.notification.mail import OutgoingEmail
 from offboarding.notification.rendering import pick_language, render_email
-from offboarding.orchestration.handovers import Handovers
+from offboarding.orchestration.handovers import Handovers, hand_over
 from offboarding.orchestration.runs import OrchestratorUnavailable, RunGateway
 from offboarding.wiring.services import Services
 
@@ -130,21 +130,15 @@ class CaseLifecycle:
         now = asyncio.get_running_loop().time()
         if not pause_key.startswith("decision-") or not self._woken.due(pause, now):
             return
-        notice = {"upgrade": {"case_id": case.id, "reason": "urgent"}}
-        resumed = await self.gateway.resume(str(run.id), notice, wait_seconds=0)
-        if resumed:
-            self._woken.resumed(pause)
-        elif not self._woken.failed(pause, now):
-            return  # recorded as pending once; tried again after a pause that grows
-        await self._db(
-            lambda: audit.record(
-                self.services.engine,
-                action="run.resumed" if resumed else "run.resume_pending",
-                actor="dispatcher",
-                outcome="ok" if resumed else "pending",
-                case_id=case.id,
-                details={"why": "urgent upgrade", "flow_run_id": str(run.id)},
-            )
+        await hand_over(
+            self.gateway,
+            self._woken,
+            pause,
+            {"upgrade": {"case_id": case.id, "reason": "urgent"}},
+            engine=self.services.engine,
+            case_id=case.id,
+            details={"why": "urgent upgrade"},
+            in_thread=self._db,
         )
 
     async def follow_cancellations(self) -> None:

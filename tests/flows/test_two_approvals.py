@@ -36,6 +36,17 @@ def is_request(message: EmailMessage, case_id: str) -> bool:
     return case_id in text_of(message) and "approvals/" in text_of(message)
 
 
+def links_to_two_managers(stack: Stack, case_id: str) -> list[str]:
+    """The approval links of the case, one per manager asked, once two have been asked."""
+
+    def found() -> list[str]:
+        mails = [m for m in stack.mailbox.messages if is_request(m, case_id)]
+        links = list({str(m["To"]): link_in(m) for m in mails}.values())
+        return links if len(links) >= 2 else []
+
+    return until(found, "approval emails to two managers")
+
+
 def next_steps_of(html: str) -> str:
     found = NEXT_STEPS.search(html)
     assert found, html[:500]
@@ -58,12 +69,7 @@ def test_the_first_of_two_approvals_leaves_the_run_asleep_and_the_second_revokes
     stack = two_approvals_stack
     case_id, flow_run_id, _ = waiting_case(stack, "E1014", "fbrouwer", "Finn Brouwer")
 
-    def links_to_two_managers() -> list[str]:
-        mails = [m for m in stack.mailbox.messages if is_request(m, case_id)]
-        links = list({str(m["To"]): link_in(m) for m in mails}.values())
-        return links if len(links) >= 2 else []
-
-    links = until(links_to_two_managers, "approval emails to two managers")
+    links = links_to_two_managers(stack, case_id)
     asleep = wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
 
     first = decide(links[0], "approve")
@@ -94,12 +100,7 @@ def test_two_approvals_posted_at_the_same_moment_revoke_once(two_approvals_stack
     stack = two_approvals_stack
     case_id, flow_run_id, _ = waiting_case(stack, "E1019", "svandermeer", "Sophie van der Meer")
 
-    def links_to_two_managers() -> list[str]:
-        mails = [m for m in stack.mailbox.messages if is_request(m, case_id)]
-        links = list({str(m["To"]): link_in(m) for m in mails}.values())
-        return links if len(links) >= 2 else []
-
-    links = until(links_to_two_managers, "approval emails to two managers")
+    links = links_to_two_managers(stack, case_id)
     wait_for_state(stack.running.api_url, flow_run_id, "PAUSED")
     together = threading.Barrier(2)
 
