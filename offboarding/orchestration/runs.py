@@ -4,6 +4,7 @@ its scheduled start, cancel it."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,9 +34,22 @@ class OrchestratorUnavailable(Exception):
 class RunGateway:
     """Starts and resumes case runs on the deployment that `offboarding up` serves."""
 
-    def __init__(self, deployment: str, *, handover_seconds: float = HANDOVER_SECONDS) -> None:
+    def __init__(
+        self,
+        deployment: str,
+        *,
+        handover_seconds: float = HANDOVER_SECONDS,
+        one_resume_at_a_time: bool = False,
+    ) -> None:
+        """`one_resume_at_a_time`: for a Prefect server on SQLite, which refuses concurrent
+        state changes ("database is locked") and has the client retry them for seconds:
+        this process's resumes (pages and dispatcher) queue instead of colliding."""
         self.deployment = deployment
         self.handover_seconds = handover_seconds
+        self.one_resume_at_a_time = one_resume_at_a_time
+        self._resuming: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def start(
         self,
@@ -148,6 +162,15 @@ class RunGateway:
             return False
 
     async def _resume(
+        self, flow_run_id: str, run_input: dict[str, Any], wait_seconds: float
+    ) -> bool:
+        if not self.one_resume_at_a_time:
+            return await self._resume_now(flow_run_id, run_input, wait_seconds)
+        loop = asyncio.get_running_loop()
+        async with self._resuming.setdefault(loop, asyncio.Lock()):
+            return await self._resume_now(flow_run_id, run_input, wait_seconds)
+
+    async def _resume_now(
         self, flow_run_id: str, run_input: dict[str, Any], wait_seconds: float
     ) -> bool:
         deadline = asyncio.get_running_loop().time() + wait_seconds

@@ -30,7 +30,10 @@ def create_app(
     resumes and recovers case runs in the background, and, with `wakes_at`, listens there
     for the other web processes' wake-ups (`app.state.wakes`). Without `dispatch`, `wake`
     tells the dispatcher of another process (`offboarding.wiring.web_processes`)."""
-    gateway = gateway or RunGateway(services.settings.deployment)
+    gateway = gateway or RunGateway(
+        services.settings.deployment,
+        one_resume_at_a_time=services.settings.resolved_prefect_database_url.startswith("sqlite"),
+    )
     dispatcher = Dispatcher(services, gateway)
     wake = wake or dispatcher.wake
     wakes = WakeListener(dispatcher.wake)

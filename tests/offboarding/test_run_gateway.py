@@ -69,3 +69,36 @@ def test_a_hand_over_to_a_busy_prefect_is_given_up_and_left_to_the_dispatcher(
     assert asyncio.run(hand_over()) is False
     assert requests and requests[0].startswith("GET /api/flow_runs/")
     assert len(requests) == 1  # asked once, then waiting out the Retry-After when cut off
+
+
+class CountingResumes(RunGateway):
+    """Resumes that take a while and count how many were under way at once."""
+
+    def __init__(self, *, one_resume_at_a_time: bool) -> None:
+        super().__init__("none/none", one_resume_at_a_time=one_resume_at_a_time)
+        self.now = 0
+        self.most = 0
+
+    async def _resume_now(self, flow_run_id, run_input, wait_seconds):  # type: ignore[no-untyped-def, override]
+        self.now += 1
+        self.most = max(self.most, self.now)
+        await asyncio.sleep(0)  # the others get their turn while this one is under way
+        await asyncio.sleep(0)
+        self.now -= 1
+        return True
+
+
+@pytest.mark.parametrize(("one_at_a_time", "most"), [(True, 1), (False, 5)])
+def test_resumes_queue_when_prefect_cannot_take_them_at_once(
+    one_at_a_time: bool, most: int
+) -> None:
+    # Prefect on SQLite answers concurrent state changes with "database is locked"
+    gateway = CountingResumes(one_resume_at_a_time=one_at_a_time)
+
+    async def five_at_once() -> list[bool]:
+        return await asyncio.gather(
+            *(gateway.resume(str(uuid.uuid4()), {}, wait_seconds=0) for _ in range(5))
+        )
+
+    assert asyncio.run(five_at_once()) == [True] * 5
+    assert gateway.most == most
