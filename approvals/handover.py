@@ -14,6 +14,7 @@ from offboarding.domain.models import Case
 
 # why a run waiting for its manual steps was resumed (the page's and the dispatcher's record)
 ATTESTED = "manual steps attested"
+HANDOVER_ACTIONS = ("run.resumed", "run.resume_pending")  # resumed, could not be resumed now
 
 
 async def hand_over(
@@ -28,13 +29,34 @@ async def hand_over(
     resumed = await gateway.resume(case.flow_run_id or "", run_input)
     await run_in_threadpool(
         partial(
-            audit.record,
+            record_outcome,
             engine,
-            action="run.resumed" if resumed else "run.resume_pending",
-            actor="service",
-            outcome="ok" if resumed else "pending",
             case_id=case.id,
-            details={**details, "flow_run_id": case.flow_run_id},
+            flow_run_id=case.flow_run_id,
+            resumed=resumed,
+            actor="service",
+            details=details,
         )
     )
     return resumed
+
+
+def record_outcome(
+    engine: Engine,
+    *,
+    case_id: str,
+    flow_run_id: str | None,
+    resumed: bool,
+    actor: str,
+    details: dict[str, Any],
+) -> None:
+    """How a hand-over went, in the audit log (`HANDOVER_ACTIONS`): the page's and the
+    dispatcher's, which reads them to know what the run already took."""
+    audit.record(
+        engine,
+        action=HANDOVER_ACTIONS[0] if resumed else HANDOVER_ACTIONS[1],
+        actor=actor,
+        outcome="ok" if resumed else "pending",
+        case_id=case_id,
+        details={**details, "flow_run_id": flow_run_id},
+    )

@@ -37,7 +37,7 @@ from sqlmodel import Session, col, func, select
 
 from approvals.attestations import overdue, unattested
 from approvals.decisions import settle
-from approvals.handover import ATTESTED
+from approvals.handover import ATTESTED, HANDOVER_ACTIONS
 from approvals.reminders import deputies_due, due_reminders, escalations, expired_cases
 from approvals.tokens import SignedDecision
 from flows.oversight import OVERVIEW_EVERY, refresh_overview_if_due
@@ -76,7 +76,6 @@ START_CONCURRENCY = 4  # runs created at once; Prefect's own database is the bot
 # dispatcher delivers a decision the page could not hand over at once, and one the page
 # recorded no outcome for within this time (its process ended half-way).
 HANDOVER_GRACE = timedelta(seconds=10)
-HANDOVER_ACTIONS = ("run.resumed", "run.resume_pending")
 _BROKEN = (StateType.CRASHED, StateType.FAILED)
 
 

@@ -7,11 +7,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from offboarding.domain import audit
+from approvals.handover import record_outcome
+from approvals.ports import RunResumer
 
 # seconds before trying a failed hand-over again, after the 1st, 2nd, ... failure (the last
 # one repeats): Prefect answered it busy, slowly or not at all
@@ -46,14 +47,8 @@ class Handovers:
         return count == 0
 
 
-class Resumer(Protocol):
-    async def resume(
-        self, flow_run_id: str, run_input: dict[str, Any], *, wait_seconds: float = 5.0
-    ) -> bool: ...
-
-
 async def hand_over(
-    gateway: Resumer,
+    gateway: RunResumer,
     handovers: Handovers,
     pause: str,
     run_input: dict[str, Any],
@@ -74,12 +69,12 @@ async def hand_over(
         return
     await in_thread(
         partial(
-            audit.record,
+            record_outcome,
             engine,
-            action="run.resumed" if resumed else "run.resume_pending",
-            actor="dispatcher",
-            outcome="ok" if resumed else "pending",
             case_id=case_id,
-            details={**details, "flow_run_id": run_id},
+            flow_run_id=run_id,
+            resumed=resumed,
+            actor="dispatcher",
+            details=details,
         )
     )
